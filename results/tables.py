@@ -1,0 +1,448 @@
+"""Build, write (atomically), read and merge the studies' Parquet tables.
+
+Usage:
+    tables = results.load("studies/my-study")             # one study directory
+    tables = results.load(["studies/a", "studies/b"])     # several, merged without duplicates
+    tables = results.load("studies")                      # every study directory in a folder
+    tables["trials"], tables["epochs"], tables["predictions"], tables["studies"]  # DataFrames
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import io
+import json
+import math
+import os
+import tempfile
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from results.schema import (
+    EPOCHS,
+    KEYS,
+    SCHEMA_VERSION,
+    TABLE_KEY,
+    TABLES,
+    TRIALS,
+    VERSION_KEY,
+)
+from trainables.config import ConfigError, TrainConfig
+from trainables.metrics import METRIC_NAMES
+
+CHECKPOINT_FILE = "checkpoint.pt"  # as trainables.tune_adapter names it
+PathLike = str | os.PathLike[str]
+
+
+class SchemaError(ValueError):
+    """A table that is not one of ours, is corrupt, or is of another schema version."""
+
+
+class MergeError(ValueError):
+    """Tables that must not be merged, such as two different studies sharing one name."""
+
+
+def _filesystem(study_dir: str) -> tuple[pafs.FileSystem, str]:
+    if "://" in study_dir:
+        return pafs.FileSystem.from_uri(study_dir)
+    return pafs.LocalFileSystem(), str(Path(study_dir).resolve())
+
+
+def _join(study_dir: str, name: str) -> str:
+    """``<study_dir>/<name>``, keeping a URI a URI."""
+    if "://" in study_dir:
+        return study_dir.rstrip("/") + "/" + name
+    return str(Path(study_dir).resolve() / name)
+
+
+def _column(values: pd.Series, type_: pa.DataType) -> pa.Array:
+    """One column of the declared type; NaN and None become nulls."""
+    try:
+        return pa.Array.from_pandas(values, type=type_)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError):
+        objects = values.astype(object).where(values.notna(), None).tolist()
+        return pa.array(objects, type=type_, from_pandas=True)
+
+
+def to_table(df: pd.DataFrame, name: str) -> pa.Table:
+    """Conform ``df`` to the declared schema: missing columns become nulls, types are cast."""
+    schema = TABLES[name]
+    df = df.reset_index(drop=True)
+    columns = {}
+    for f in schema:
+        if f.name in df.columns:
+            columns[f.name] = _column(df[f.name], f.type)
+        else:
+            columns[f.name] = pa.nulls(len(df), type=f.type)
+    table = pa.table(columns, schema=schema)
+    meta = {VERSION_KEY: str(SCHEMA_VERSION).encode(), TABLE_KEY: name.encode()}
+    return table.replace_schema_metadata(meta)
+
+
+def empty(name: str) -> pd.DataFrame:
+    """A table with no rows and every declared column."""
+    return TABLES[name].empty_table().to_pandas()
+
+
+def write_table(df: pd.DataFrame, name: str, study_dir: str) -> str:
+    """Write ``<study_dir>/<name>.parquet`` atomically; returns its path.
+
+    Locally: a temporary file in the same folder, then ``os.replace``, so a reader (or a crash)
+    sees the old table or the new one, never half of one. On object stores a PUT is atomic.
+    """
+    table = to_table(df, name)
+    study_dir = str(study_dir)
+    fs, base = _filesystem(study_dir)
+    target = f"{base}/{name}.parquet"
+    if isinstance(fs, pafs.LocalFileSystem):
+        os.makedirs(base, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}-", suffix=".parquet.tmp", dir=base)
+        os.close(fd)
+        try:
+            pq.write_table(table, tmp)
+            os.replace(tmp, target)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    else:
+        fs.create_dir(base, recursive=True)
+        pq.write_table(table, target, filesystem=fs)
+    return _join(study_dir, f"{name}.parquet")
+
+
+def table_version(path: str) -> tuple[str, int]:
+    """(table name, schema version) from a Parquet file's metadata; SchemaError if not ours."""
+    fs, local = _filesystem(path)
+    try:
+        schema = pq.read_schema(local, filesystem=fs)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise SchemaError(f"{path} is not a readable Parquet file ({exc}); it may be corrupt "
+                          "or still being written: rerun `python -m study.run --resume ...`"
+                          ) from None
+    meta = schema.metadata or {}
+    if VERSION_KEY not in meta:
+        raise SchemaError(f"{path} is not a study table (no {VERSION_KEY.decode()} metadata); "
+                          "point at a study directory written by study.run")
+    try:
+        version = int(meta[VERSION_KEY])
+    except ValueError:
+        raise SchemaError(f"{path} has an unreadable schema version {meta[VERSION_KEY]!r}"
+                          ) from None
+    return meta.get(TABLE_KEY, b"").decode(), version
+
+
+def read_raw(path: str) -> pd.DataFrame:
+    """The whole Parquet file as a DataFrame, whatever its version; SchemaError if corrupt."""
+    fs, local = _filesystem(path)
+    try:
+        return pq.read_table(local, filesystem=fs).to_pandas()
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise SchemaError(f"{path} is corrupt ({exc}); rewrite it with `python -m study.run "
+                          "--resume --name <study>`") from None
+
+
+def read_table(path: str, name: str | None = None) -> pd.DataFrame:
+    """One table file, checked to be ours, of this schema version and (if given) named ``name``."""
+    table_name, version = table_version(path)
+    if version != SCHEMA_VERSION:
+        hint = (f"upgrade it with `python -m results.migrate {Path(path).parent}`"
+                if version < SCHEMA_VERSION else "read it with the newer version that wrote it")
+        raise SchemaError(f"{path} has result schema v{version}; this version reads "
+                          f"v{SCHEMA_VERSION}: {hint}")
+    if name and table_name != name:
+        raise SchemaError(f"{path} holds the {table_name!r} table, not {name!r}")
+    return read_raw(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading and merging several studies
+
+
+def _is_file(path: str) -> bool:
+    fs, local = _filesystem(path)
+    return fs.get_file_info(local).type == pafs.FileType.File
+
+
+def study_dirs(paths: PathLike | Sequence[PathLike]) -> list[str]:
+    """Study directories among ``paths``: each is one, or a folder whose children are."""
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    out: list[str] = []
+    for raw in paths:
+        path = str(raw)
+        if _is_file(_join(path, "trials.parquet")):
+            out.append(path)
+            continue
+        fs, base = _filesystem(path)
+        if fs.get_file_info(base).type != pafs.FileType.Directory:
+            raise FileNotFoundError(f"{path} does not exist")
+        children = sorted(i.base_name for i in fs.get_file_info(pafs.FileSelector(base))
+                          if i.type == pafs.FileType.Directory)
+        found = [_join(path, c) for c in children if _is_file(_join(_join(path, c),
+                                                                      "trials.parquet"))]
+        if not found:
+            raise FileNotFoundError(
+                f"{path} holds no trials.parquet, nor do its subfolders; is it a study directory "
+                "(or a folder of them)? Tables are written when a study ends or is resumed")
+        out.extend(found)
+    return out
+
+
+def merge(name: str, parts: Iterable[pd.DataFrame]) -> pd.DataFrame:
+    """Concatenate tables, keeping the last row of each key (a later study copy wins)."""
+    parts = [p for p in parts if p is not None and len(p)]
+    if not parts:
+        return empty(name)
+    df = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+    keys = list(KEYS[name])
+    df = df.drop_duplicates(keys, keep="last")
+    # Predictions keep the checkpoint's image order within a trial.
+    order = keys[:2] if name == "predictions" else keys
+    return df.sort_values(order, kind="stable", ignore_index=True)
+
+
+def _check_same_study(studies: pd.DataFrame) -> None:
+    started = studies.dropna(subset=["started"]).groupby("study")["started"].nunique()
+    clash = started[started > 1]
+    if len(clash):
+        name = clash.index[0]
+        times = sorted(studies.loc[studies["study"] == name, "started"].astype(str).unique())
+        raise MergeError(f"two different studies are both named {name!r} (started {times}); "
+                         "load them separately: rows are merged by (study, trial_id)")
+
+
+def load(paths: PathLike | Sequence[PathLike], tables: Sequence[str] | None = None
+         ) -> dict[str, pd.DataFrame]:
+    """The tables of one or several study directories (or folders of them), merged.
+
+    Returns every table in ``tables`` (default: all); a table no directory holds is empty.
+    Rows are de-duplicated on ``results.schema.KEYS``: the same study seen twice (a copy and its
+    resumed original) contributes each trial once, the later directory given winning.
+    """
+    names = list(tables or TABLES)
+    unknown = sorted(set(names) - set(TABLES))
+    if unknown:
+        raise KeyError(f"unknown table(s) {unknown}; tables: {', '.join(TABLES)}")
+    parts: dict[str, list[pd.DataFrame]] = {n: [] for n in {*names, "studies"}}
+    for study_dir in study_dirs(paths):
+        for name in parts:
+            path = _join(study_dir, f"{name}.parquet")
+            if _is_file(path):
+                parts[name].append(read_table(path, name))
+    studies = merge("studies", []) if not parts["studies"] else pd.concat(
+        parts["studies"], ignore_index=True)
+    _check_same_study(studies)
+    return {name: merge(name, parts[name]) for name in names}
+
+
+# ---------------------------------------------------------------------------------------------
+# From Tune results to rows
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def config_key(hyperparameters: dict[str, Any]) -> str:
+    """A short hash of every hyperparameter but the seed (equal for repeats over seeds)."""
+    values = {k: v for k, v in hyperparameters.items() if k != "seed"}
+    text = json.dumps(values, sort_keys=True, default=str)
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+def _hyperparameters(config: dict[str, Any]) -> dict[str, Any]:
+    """Every TrainConfig field, typed as declared (so equal configurations hash equally)."""
+    known = {k: v for k, v in config.items() if k in TrainConfig.fields()}
+    try:
+        return TrainConfig.from_dict(known).asdict()
+    except (ConfigError, KeyError):  # e.g. the trial failed on this very config: keep it raw
+        return {k: getattr(v, "item", lambda v=v: v)() if not isinstance(v, str) else v
+                for k, v in {**TrainConfig().asdict(), **known}.items()}
+
+
+def trial_rows(
+    study: str, trial_id: str, config: dict[str, Any], history: pd.DataFrame | None,
+    error: str | None, finished: bool = True,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """One trials row and its epochs rows from a trial's config, reported history and error."""
+    hp = _hyperparameters(config)
+    row: dict[str, Any] = {"study": study, "trial_id": trial_id, "config_key": config_key(hp),
+                           **hp, "restarts": 0}
+    epochs: list[dict[str, Any]] = []
+    if history is not None and len(history) and "epoch" in history.columns:
+        # A trial restarted from a checkpoint reports its later epochs again: keep the last.
+        history = history.drop_duplicates("epoch", keep="last").sort_values("epoch")
+        last = history.iloc[-1].to_dict()
+        for rec in history.to_dict("records"):
+            epochs.append({"study": study, "trial_id": trial_id,
+                           **{f.name: _clean(rec.get(f.name)) for f in EPOCHS
+                              if f.name not in ("study", "trial_id")}})
+        # The test metrics are the best epoch's, computed at that epoch's threshold.
+        best = history[history["epoch"] == last.get("best_epoch")]
+        threshold = (best.iloc[-1] if len(best) else history.iloc[-1]).get("threshold")
+        row.update({
+            "epochs_run": int(last["epoch"]),
+            "best_epoch": last.get("best_epoch"),
+            "best_val_loss": last.get("best_val_loss"),
+            **{f"best_val_{m}": last.get(f"best_val_{m}") for m in METRIC_NAMES},
+            **{f"test_{m}": last.get(f"test_{m}") for m in METRIC_NAMES},
+            "threshold": threshold,
+            "train_seconds": last.get("train_seconds"),
+            "wall_seconds": last.get("time_total_s"),
+            "images_per_second": float(history["images_per_second"].median()),
+            **{k: last.get(k) for k in ("num_params", "n_train", "n_val", "n_test", "node",
+                                        "device")},
+            "restarts": int(last.get("restarts", 0) or 0),
+        })
+        reason = last.get("stop_reason") or ""
+    else:
+        row["epochs_run"] = 0
+        reason = ""
+    if error:
+        row["status"], row["stop_reason"] = "ERROR", "error"
+        row["error"] = error
+    else:
+        row["status"] = "TERMINATED" if finished else "PENDING"
+        # Neither its budget nor patience ended it, so the scheduler did.
+        row["stop_reason"] = reason or ("asha" if finished else "interrupted")
+    return {k: _clean(v) for k, v in row.items()}, epochs
+
+
+def frames(rows: list[tuple[dict[str, Any], list[dict[str, Any]]]]
+           ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    trials = pd.DataFrame([r for r, _ in rows], columns=[f.name for f in TRIALS])
+    epochs = pd.DataFrame([e for _, es in rows for e in es], columns=[f.name for f in EPOCHS])
+    return trials.sort_values("trial_id", ignore_index=True), epochs.sort_values(
+        ["trial_id", "epoch"], ignore_index=True)
+
+
+@dataclass
+class TrialOutcome:
+    """What a study knows of one trial when it ends: the input of every table."""
+
+    trial_id: str
+    config: dict[str, Any]
+    history: pd.DataFrame | None  # one row per reported epoch, as Tune logged it
+    error: str | None
+    checkpoint_dir: str | None  # the trial's last checkpoint (model, best test scores)
+    checkpoint_fs: pafs.FileSystem | None = None  # where checkpoint_dir lives; None = local/URI
+
+    @classmethod
+    def from_result(cls, result: Any) -> TrialOutcome:
+        """From a ``ray.tune.Result``."""
+        metrics = result.metrics or {}
+        trial_id = metrics.get("trial_id") or Path(result.path).name
+        checkpoint = result.checkpoint
+        return cls(trial_id, result.config or {}, result.metrics_dataframe,
+                   error_message(result.error), checkpoint.path if checkpoint else None,
+                   getattr(checkpoint, "filesystem", None) if checkpoint else None)
+
+    def read_checkpoint(self) -> dict[str, Any] | None:
+        """The trial's last checkpoint state, or None (with a warning) when it cannot be read."""
+        if not self.checkpoint_dir:
+            return None
+        path = self.checkpoint_dir.rstrip("/") + "/" + CHECKPOINT_FILE
+        try:
+            import torch  # late: only writing predictions needs it
+
+            fs, local = (self.checkpoint_fs, path) if self.checkpoint_fs else _filesystem(path)
+            with fs.open_input_file(local) as f:
+                blob = f.read()
+            # The checkpoint is the study's own (trainables.train.save_state), not foreign input.
+            return torch.load(io.BytesIO(blob), map_location="cpu", weights_only=False)
+        except Exception as exc:  # any unreadable checkpoint: warn, go on
+            warnings.warn(f"trial {self.trial_id}: cannot read its checkpoint {path} "
+                          f"({type(exc).__name__}: {exc}); it gets no predictions rows",
+                          stacklevel=2)
+            return None
+
+
+def prediction_frame(study: str, trial_id: str, state: dict[str, Any]) -> pd.DataFrame:
+    """The ``predictions`` rows of one trial from its checkpoint state (empty if none)."""
+    best = state.get("best") or {}
+    scores = best.get("test_scores")
+    ids = state.get("test_ids")
+    if scores is None or ids is None or len(scores) != len(ids):
+        return empty("predictions")
+    scores = np.asarray(scores, dtype=np.float32)
+    labels = state.get("test_labels")
+    threshold = float(best.get("threshold", 0.5))
+    return pd.DataFrame({
+        "study": study,
+        "trial_id": trial_id,
+        "image_id": np.asarray(ids).astype(str),
+        # Checkpoints written before test_labels existed leave the label unknown (null).
+        "label": (np.asarray(labels, dtype=np.int8) if labels is not None
+                  else pd.array([pd.NA] * len(scores), dtype="Int8")),
+        "score": scores,
+        "predicted": (scores >= threshold).astype(np.int8),
+    })
+
+
+def _existing(study_dir: str, name: str) -> pd.DataFrame | None:
+    path = _join(study_dir, f"{name}.parquet")
+    if not _is_file(path):
+        return None
+    try:
+        return read_table(path, name)
+    except SchemaError as exc:
+        warnings.warn(f"replacing {path}: {exc}", stacklevel=3)
+        return None
+
+
+def write_study_tables(
+    study_dir: str, study: str, outcomes: list[TrialOutcome], *,
+    info: dict[str, Any] | None = None, ended: dt.datetime | None = None,
+    hardware_info: dict[str, Any] | None = None, revision: str | None = None,
+    merge_existing: bool = True,
+) -> tuple[pd.DataFrame, list[str]]:
+    """Build and atomically write every table of a study; returns (trials, written paths).
+
+    ``info`` defaults to the directory's ``study.json``; ``hardware_info`` and ``revision``
+    override what is detected (see ``results.provenance``). With ``merge_existing`` the rows of
+    tables already in ``study_dir`` are kept unless ``outcomes`` replace them (same key), so a
+    resumed study that reports only some trials loses none.
+    """
+    from results.provenance import study_row
+
+    study_dir = str(study_dir)
+    rows = [trial_rows(study, o.trial_id, o.config, o.history, o.error) for o in outcomes]
+    trials, epochs = frames(rows)
+    predictions = []
+    for o in outcomes:
+        state = o.read_checkpoint()
+        if state is not None:
+            predictions.append(prediction_frame(study, o.trial_id, state))
+    new = {"trials": trials, "epochs": epochs, "predictions": merge("predictions", predictions)}
+    if merge_existing:
+        new = {name: merge(name, [_existing(study_dir, name), df]) for name, df in new.items()}
+    row = study_row(study_dir, study, new["trials"][new["trials"]["study"] == study], info=info,
+                    ended=ended, hardware_info=hardware_info, revision=revision)
+    studies = pd.DataFrame([row], columns=[f.name for f in TABLES["studies"]])
+    if merge_existing:
+        studies = merge("studies", [_existing(study_dir, "studies"), studies])
+    new["studies"] = studies
+    paths = [write_table(new[name], name, study_dir) for name in TABLES]
+    return new["trials"], paths
+
+
+def error_message(error: BaseException | None) -> str | None:
+    """The root cause of a trial error, without Ray's wrapping, for the ``error`` column."""
+    if error is None:
+        return None
+    cause = getattr(error, "cause", None) or error.__cause__ or error
+    text = f"{type(cause).__name__}: {cause}"
+    return text.strip()[:4000]
+

@@ -1,0 +1,200 @@
+"""Search spaces as validated plain data that round-trips through JSON.
+
+A ``Space`` names the hyperparameters it varies (``params``), the ones it fixes (``fixed``), how it
+searches (full grid, random sampling, or Optuna's TPE) and its ASHA early-stopping schedule.
+Every key is a ``TrainConfig`` field and every value is checked by building a ``TrainConfig``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from trainables.config import ConfigError, TrainConfig
+
+KINDS = ("grid", "choice", "uniform", "loguniform", "randint")
+SEARCHES = ("grid", "random", "optuna_tpe")
+
+
+class SpaceError(ValueError):
+    """A space that cannot run; the message names the key and the fix."""
+
+
+@dataclass(frozen=True)
+class Param:
+    """One varied hyperparameter: ``grid``/``choice`` over ``values``, or a numeric range."""
+
+    kind: str
+    values: tuple[Any, ...] = ()
+    low: float | None = None
+    high: float | None = None
+
+    def candidates(self) -> list[Any]:
+        """Values worth validating: every listed value, or the ends of a range."""
+        if self.kind in ("grid", "choice"):
+            return list(self.values)
+        return [self.low, self.high if self.kind != "randint" else int(self.high) - 1]
+
+
+def grid(*values: Any) -> Param:
+    return Param("grid", tuple(values))
+
+
+def choice(*values: Any) -> Param:
+    return Param("choice", tuple(values))
+
+
+def uniform(low: float, high: float) -> Param:
+    return Param("uniform", low=low, high=high)
+
+
+def loguniform(low: float, high: float) -> Param:
+    return Param("loguniform", low=low, high=high)
+
+
+def randint(low: int, high: int) -> Param:
+    """Integers in [low, high)."""
+    return Param("randint", low=low, high=high)
+
+
+@dataclass(frozen=True)
+class Asha:
+    """ASHA on ``Space.metric`` at rungs grace_period * reduction_factor**k epochs.
+
+    A trial's ``epochs`` is its own budget: it ends there even if ASHA would let it go on, and
+    ASHA compares trials only at rungs (in epochs) they have reached; max_t is the largest
+    ``epochs`` in the space.
+    """
+
+    grace_period: int = 1
+    reduction_factor: int = 2
+
+    def rungs(self, max_t: int) -> list[int]:
+        out, r = [], self.grace_period
+        while r < max_t:
+            out.append(r)
+            r *= self.reduction_factor
+        return out
+
+
+@dataclass(frozen=True)
+class Space:
+    name: str
+    description: str
+    params: dict[str, Param]
+    fixed: dict[str, Any] = field(default_factory=dict)
+    search: str = "grid"
+    num_samples: int = 1  # grid: repeats of the whole grid; random/TPE: trials drawn
+    metric: str = "val_accuracy"
+    mode: str = "max"
+    asha: Asha | None = field(default_factory=Asha)
+    paper: str = ""  # the seed paper (and table) this space reproduces, if any
+    # Default data for the space ("sample", or a description of what to pass with --data).
+    data_hint: str = "sample"
+
+    # -- validation ---------------------------------------------------------------------------
+    def validate(self) -> Space:
+        def fail(msg: str) -> None:
+            raise SpaceError(f"space {self.name!r}: {msg}")
+
+        fields = set(TrainConfig.fields())
+        for key in (*self.params, *self.fixed):
+            if key not in fields:
+                fail(f"unknown hyperparameter {key!r}; valid ones: {', '.join(sorted(fields))}")
+        both = set(self.params) & set(self.fixed)
+        if both:
+            fail(f"{sorted(both)} are both varied and fixed; keep one")
+        if self.search not in SEARCHES:
+            fail(f"search {self.search!r} is not one of {SEARCHES}")
+        if self.mode not in ("min", "max"):
+            fail(f"mode {self.mode!r} must be 'min' or 'max'")
+        if self.num_samples < 1:
+            fail("num_samples must be at least 1")
+        for key, p in self.params.items():
+            if p.kind not in KINDS:
+                fail(f"{key}: kind {p.kind!r} is not one of {KINDS}")
+            if p.kind in ("grid", "choice") and not p.values:
+                fail(f"{key}: {p.kind} needs at least one value")
+            if p.kind in ("uniform", "loguniform", "randint"):
+                if p.low is None or p.high is None or not p.low < p.high:
+                    fail(f"{key}: a range needs low < high, got [{p.low}, {p.high}]")
+                if p.kind == "loguniform" and p.low <= 0:
+                    fail(f"{key}: loguniform needs low > 0")
+            if self.search != "grid" and p.kind == "grid":
+                fail(f"{key}: grid values need search='grid'; use choice() with {self.search}")
+            if self.search == "grid" and p.kind != "grid":
+                fail(f"{key}: search='grid' enumerates grid() values only; use grid() or "
+                     "search='random'")
+            for value in p.candidates():
+                self._check({**self.fixed, key: value})
+        self._check(dict(self.fixed))
+        if self.asha is not None:
+            if self.asha.grace_period < 1 or self.asha.reduction_factor < 2:
+                fail("ASHA needs grace_period >= 1 and reduction_factor >= 2")
+            if self.asha.grace_period >= self.max_epochs():
+                fail(f"ASHA grace_period {self.asha.grace_period} is not below the largest "
+                     f"epochs budget {self.max_epochs()}; lower grace_period")
+        return self
+
+    def _check(self, values: dict[str, Any]) -> None:
+        try:
+            TrainConfig.from_dict(values)
+        except (ConfigError, KeyError) as exc:
+            raise SpaceError(f"space {self.name!r}: {exc}") from None
+
+    def with_overrides(self, overrides: dict[str, Any]) -> Space:
+        """This space with ``overrides`` fixed (and no longer varied), validated."""
+        if not overrides:
+            return self
+        params = {k: p for k, p in self.params.items() if k not in overrides}
+        fixed = {**self.fixed, **overrides}
+        space = dataclasses.replace(self, params=params, fixed=fixed)
+        if space.asha and space.asha.grace_period >= space.max_epochs():
+            space = dataclasses.replace(space, asha=None)  # budgets end before the first rung
+        return space.validate()
+
+    # -- derived facts ------------------------------------------------------------------------
+    def epoch_values(self) -> list[int]:
+        p = self.params.get("epochs")
+        if p is None:
+            return [int(self.fixed.get("epochs", TrainConfig.epochs))]
+        if p.kind in ("grid", "choice"):
+            return sorted(int(v) for v in p.values)
+        return [int(p.low), int(p.high)]
+
+    def max_epochs(self) -> int:
+        return max(self.epoch_values())
+
+    def trial_count(self) -> int:
+        if self.search == "grid":
+            return math.prod(len(p.values) for p in self.params.values()) * self.num_samples
+        return self.num_samples
+
+    def grid_configs(self) -> list[dict[str, Any]]:
+        """Every configuration of a grid space (used by dry runs and the tests)."""
+        if self.search != "grid":
+            raise SpaceError(f"space {self.name!r} samples with {self.search}; it has no grid")
+        keys = list(self.params)
+        combos = itertools.product(*(self.params[k].values for k in keys))
+        return [{**self.fixed, **dict(zip(keys, c, strict=True))} for c in combos]
+
+    def models(self) -> list[str]:
+        p = self.params.get("model")
+        return list(p.values) if p else [self.fixed.get("model", TrainConfig.model)]
+
+    # -- JSON ---------------------------------------------------------------------------------
+    def to_json(self) -> str:
+        d = asdict(self)
+        return json.dumps(d, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Space:
+        d = json.loads(text)
+        d["params"] = {k: Param(p["kind"], tuple(p["values"]), p["low"], p["high"])
+                       for k, p in d["params"].items()}
+        d["asha"] = Asha(**d["asha"]) if d["asha"] else None
+        return cls(**d).validate()

@@ -1,0 +1,62 @@
+"""The one function that turns a ``Space`` into Ray Tune's param_space, scheduler and searcher."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
+
+from search_spaces.base import Param, Space
+
+
+@dataclass
+class TuneSetup:
+    param_space: dict[str, Any]
+    scheduler: TrialScheduler
+    search_alg: Any  # a Searcher, or None for Tune's grid/random variant generator
+    num_samples: int
+    metric: str
+    mode: str
+
+
+def _domain(p: Param) -> Any:
+    if p.kind == "grid":
+        return tune.grid_search(list(p.values))
+    if p.kind == "choice":
+        return tune.choice(list(p.values))
+    if p.kind == "uniform":
+        return tune.uniform(p.low, p.high)
+    if p.kind == "loguniform":
+        return tune.loguniform(p.low, p.high)
+    return tune.randint(int(p.low), int(p.high))
+
+
+def to_tune(space: Space, seed: int = 0) -> TuneSetup:
+    space.validate()
+    param_space = {**space.fixed, **{k: _domain(p) for k, p in space.params.items()}}
+    # The seed is a hyperparameter like any other; a space may vary it to repeat trials.
+    param_space.setdefault("seed", seed)
+    scheduler: TrialScheduler
+    if space.asha is not None:
+        scheduler = ASHAScheduler(
+            time_attr="epoch",
+            max_t=space.max_epochs(),
+            grace_period=space.asha.grace_period,
+            reduction_factor=space.asha.reduction_factor,
+        )
+    else:
+        scheduler = FIFOScheduler()
+    search_alg = None
+    if space.search == "optuna_tpe":
+        import optuna
+        from ray.tune.search.optuna import OptunaSearch
+
+        search_alg = OptunaSearch(sampler=optuna.samplers.TPESampler(seed=seed))
+    elif space.search == "random":
+        from ray.tune.search import BasicVariantGenerator
+
+        search_alg = BasicVariantGenerator(random_state=seed)
+    return TuneSetup(param_space, scheduler, search_alg, space.num_samples, space.metric,
+                     space.mode)

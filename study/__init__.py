@@ -1,0 +1,1 @@
+"""The command line and the wiring to Ray: ``python -m study.run --space NAME``."""

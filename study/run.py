@@ -1,0 +1,335 @@
+"""Run a hyperparameter study with Ray Tune: ``python -m study.run --space cifake_grid``.
+
+Usage:
+    python -m study.run --list-spaces
+    python -m study.run --space quickstart                     # embedded sample data
+    python -m study.run --space cifake_grid --data archive.zip --dry-run
+    python -m study.run --space cifake_grid --data archive.zip --name grid1 --storage s3://b/studies
+    python -m study.run --space cifake_grid --name grid1 --resume ...   # after a crash or Ctrl-C
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from search_spaces import SPACES, Space, SpaceError, get_space
+from trainables.config import ConfigError, TrainConfig
+from trainables.data import DataError, ImageSet, describe, load_dataset
+from trainables.registry import UnknownNameError
+
+STUDY_FILE = "study.json"
+STUDY_FORMAT = 1  # layout of study.json and of the study directory
+
+
+class StudyError(RuntimeError):
+    """A study that cannot start or resume; the message says why and what to do."""
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m study.run", description=__doc__.split("\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--space", help="named search space (see --list-spaces)")
+    p.add_argument("--list-spaces", action="store_true", help="list the named spaces and exit")
+    p.add_argument("--data", help="folder or .zip (CIFAKE, tiny-GenImage or <class>/ layout), "
+                   "or 'sample' for the embedded data (the default)")
+    p.add_argument("--image-size", type=int, help="resize images to this size at ingest")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="leave out unreadable images (counted and listed) instead of failing")
+    p.add_argument("--storage", default="studies",
+                   help="where study directories live: a local path, or a URI (s3://, gs://, "
+                   "an NFS mount) that every node can reach (required for multi-node)")
+    p.add_argument("--name", help="study name (default: <space>-<timestamp>)")
+    p.add_argument("--resume", action="store_true",
+                   help="resume the study --name: finish unfinished trials, keep finished ones")
+    p.add_argument("--address", help="join a running Ray cluster (e.g. 'auto' or host:6379)")
+    p.add_argument("--cpus-per-trial", type=float, default=1.0)
+    p.add_argument("--gpus-per-trial", type=float,
+                   help="GPU share per trial, fractions allowed (default: the model's own share "
+                   "when the cluster has GPUs, else 0)")
+    p.add_argument("--max-concurrent", type=int, help="at most this many trials at once")
+    p.add_argument("--max-failures", type=int, default=1,
+                   help="retries of a crashed trial from its last checkpoint (default 1)")
+    p.add_argument("--samples", type=int, help="override the space's num_samples")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="fix a hyperparameter for every trial (e.g. --set epochs=5)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the trials, ASHA rungs and resources; run nothing")
+    p.add_argument("--quiet", action="store_true", help="less progress output")
+    args = p.parse_args(argv)
+    if not args.list_spaces and not args.space:
+        p.error("--space is required; known spaces: " + ", ".join(SPACES.names()))
+    if args.resume and not args.name:
+        p.error("--resume needs --name of the study to resume (a folder under --storage)")
+    for flag in ("cpus_per_trial", "gpus_per_trial"):
+        value = getattr(args, flag)
+        if value is not None and value < 0:
+            p.error(f"--{flag.replace('_', '-')} must be >= 0")
+    if args.gpus_per_trial and args.gpus_per_trial > 1 and not args.gpus_per_trial.is_integer():
+        p.error("--gpus-per-trial above 1 must be a whole number")
+    return args
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """``["epochs=5", "model=small_cnn"]`` -> {"epochs": 5, "model": "small_cnn"}, validated."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep:
+            raise ConfigError(f"--set {pair!r} must look like KEY=VALUE")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        out[key.strip()] = value
+    TrainConfig.from_dict(out)
+    return out
+
+
+def resolve_data(arg: str | None, image_size: int | None, skip_bad: bool) -> ImageSet:
+    from trainables.sample import build_sample
+
+    if arg in (None, "sample"):
+        if arg is None:
+            print("notice: no --data given; using the embedded sample data (it exercises the "
+                  "system; its accuracies say nothing about CIFAKE)")
+        return load_dataset(build_sample(), image_size=image_size, skip_bad=skip_bad)
+    return load_dataset(arg, image_size=image_size, skip_bad=skip_bad)
+
+
+def study_path(storage: str, name: str) -> str:
+    if "://" in storage:
+        return storage.rstrip("/") + "/" + name
+    return str(Path(storage).expanduser().resolve() / name)
+
+
+def resources_for(args: argparse.Namespace, gpus_in_cluster: float) -> Any:
+    """Per-trial resources: the CLI's, else the model's GPU share when the cluster has GPUs."""
+    from ray import tune
+
+    from trainables.models import model_spec
+
+    def per_trial(config: dict[str, Any]) -> Any:
+        if args.gpus_per_trial is not None:
+            gpu = args.gpus_per_trial
+        else:
+            gpu = model_spec(config["model"]).gpu_fraction if gpus_in_cluster > 0 else 0.0
+        return tune.PlacementGroupFactory([{"CPU": args.cpus_per_trial, "GPU": gpu}])
+
+    return per_trial
+
+
+def describe_plan(space: Space, args: argparse.Namespace) -> str:
+    from trainables.models import model_spec
+
+    trials = space.trial_count()
+    epochs = space.epoch_values()
+    lines = [f"space {space.name}: {space.description}",
+             f"  search: {space.search}, {trials} trials, metric {space.metric} ({space.mode})",
+             f"  epochs per trial: {', '.join(map(str, epochs))}"]
+    if space.asha:
+        rungs = space.asha.rungs(max(epochs))
+        lines.append(f"  ASHA: rungs at epochs {rungs} (grace {space.asha.grace_period}, "
+                     f"reduction factor {space.asha.reduction_factor}, max {max(epochs)})")
+    else:
+        lines.append("  ASHA: off (every trial runs its full budget)")
+    for m in space.models():
+        gpu = args.gpus_per_trial
+        if gpu is None:
+            gpu = model_spec(m).gpu_fraction
+        lines.append(f"  resources {m}: {args.cpus_per_trial:g} CPU, {gpu:g} GPU when the "
+                     "cluster has GPUs (else CPU only)")
+    if args.max_concurrent:
+        lines.append(f"  at most {args.max_concurrent} trials at once")
+    return "\n".join(lines)
+
+
+def _versions() -> dict[str, str]:
+    import ray
+    import torch
+
+    return {"python": platform.python_version(), "ray": ray.__version__,
+            "torch": torch.__version__, "platform": platform.platform()}
+
+
+def _read_study_file(path: str) -> dict[str, Any] | None:
+    import pyarrow.fs as pafs
+
+    fs, base = (pafs.FileSystem.from_uri(path) if "://" in path
+                else (pafs.LocalFileSystem(), path))
+    target = f"{base}/{STUDY_FILE}"
+    if fs.get_file_info(target).type != pafs.FileType.File:
+        return None
+    with fs.open_input_stream(target) as f:
+        return json.loads(f.read().decode())
+
+
+def _write_study_file(path: str, info: dict[str, Any]) -> None:
+    import pyarrow.fs as pafs
+
+    fs, base = (pafs.FileSystem.from_uri(path) if "://" in path
+                else (pafs.LocalFileSystem(), path))
+    fs.create_dir(base, recursive=True)
+    with fs.open_output_stream(f"{base}/{STUDY_FILE}") as f:
+        f.write(json.dumps(info, indent=1).encode())
+
+
+def check_resumable(info: dict[str, Any] | None, path: str, data: ImageSet) -> None:
+    from results.schema import SCHEMA_VERSION
+
+    if info is None:
+        raise StudyError(f"nothing to resume at {path}: no {STUDY_FILE}; check --storage and "
+                         "--name, or start the study without --resume")
+    if info.get("format") != STUDY_FORMAT or info.get("schema_version") != SCHEMA_VERSION:
+        raise StudyError(
+            f"{path} was written by an older version (study format {info.get('format')}, "
+            f"result schema v{info.get('schema_version')}; this version writes format "
+            f"{STUDY_FORMAT}, schema v{SCHEMA_VERSION}). Resume it with the version that "
+            "started it, or start a new study under another --name")
+    if info.get("data_fingerprint") != data.fingerprint:
+        raise StudyError(f"{path} was started on other data ({info.get('data_source')}); "
+                         "pass the same --data to resume it")
+
+
+def run(args: argparse.Namespace) -> int:
+    # The classic reporter prints one compact status table with the columns chosen below; the
+    # newer one prints every metric of every finished trial. Set before Ray Tune is imported.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    import ray
+    from ray import tune
+
+    from results.tables import TrialOutcome, write_study_tables
+    from search_spaces.tuning import to_tune
+    from trainables.tune_adapter import trainable
+
+    overrides = parse_overrides(args.set)
+    space = get_space(args.space).with_overrides(overrides)
+    if args.samples is not None:
+        space = dataclasses.replace(space, num_samples=args.samples).validate()
+    if args.dry_run:
+        print(describe_plan(space, args))
+        return 0
+
+    data = resolve_data(args.data, args.image_size, args.skip_bad)
+    print(describe(data))
+    name = args.name or f"{space.name}-{dt.datetime.now():%Y%m%d-%H%M%S}"
+    path = study_path(args.storage, name)
+    info = _read_study_file(path)
+    if args.resume:
+        check_resumable(info, path, data)
+    elif info is not None:
+        raise StudyError(f"a study named {name!r} already exists at {path}; pass --resume to "
+                         "continue it, or choose another --name")
+
+    started_ray = False
+    if not ray.is_initialized():
+        ray.init(address=args.address, include_dashboard=False, log_to_driver=not args.quiet,
+                 logging_level="WARNING")
+        started_ray = True
+    try:
+        setup = to_tune(space, seed=args.seed)
+        gpus = float(ray.cluster_resources().get("GPU", 0))
+        # The data set enters the object store once; every trial on a node maps that one copy.
+        fn = tune.with_resources(tune.with_parameters(trainable, data=data),
+                                 resources_for(args, gpus))
+        run_config = tune.RunConfig(
+            name=name,
+            storage_path=args.storage if "://" in args.storage else
+            str(Path(args.storage).expanduser().resolve()),
+            failure_config=tune.FailureConfig(max_failures=args.max_failures),
+            # Two kept checkpoints: the newest, plus one to fall back on; each holds the best
+            # weights and test scores so far, so nothing older is needed.
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            progress_reporter=tune.CLIReporter(
+                parameter_columns=list(space.params),
+                metric_columns=["epoch", "train_loss", "val_loss", "val_accuracy",
+                                "test_accuracy", "stop_reason"],
+                max_report_frequency=30, sort_by_metric=True,
+            ),
+            verbose=0 if args.quiet else 1,
+        )
+        if args.resume:
+            tuner = tune.Tuner.restore(path, trainable=fn, resume_unfinished=True,
+                                       resume_errored=False)
+        else:
+            _write_study_file(path, {
+                "format": STUDY_FORMAT, "schema_version": _schema_version(), "name": name,
+                "space": json.loads(space.to_json()), "overrides": overrides, "seed": args.seed,
+                "data_fingerprint": data.fingerprint, "data_source": data.source,
+                "data_report": data.report, "created": dt.datetime.now().isoformat(),
+                "versions": _versions(),
+            })
+            tuner = tune.Tuner(
+                fn,
+                param_space=setup.param_space,
+                tune_config=tune.TuneConfig(
+                    metric=setup.metric, mode=setup.mode, scheduler=setup.scheduler,
+                    search_alg=setup.search_alg, num_samples=setup.num_samples,
+                    max_concurrent_trials=args.max_concurrent,
+                ),
+                run_config=run_config,
+            )
+        t0 = time.perf_counter()
+        grid = tuner.fit()
+        wall = time.perf_counter() - t0
+        outcomes = [TrialOutcome.from_result(r) for r in grid]
+        trials, paths = write_study_tables(path, name, outcomes)
+    finally:
+        if started_ray:
+            ray.shutdown()
+    print_summary(trials, space, wall)
+    print("tables:\n  " + "\n  ".join(paths))
+    return 0
+
+
+def _schema_version() -> int:
+    from results.schema import SCHEMA_VERSION
+
+    return SCHEMA_VERSION
+
+
+def print_summary(trials: Any, space: Space, wall: float) -> None:
+    import pandas as pd
+
+    counts = trials["status"].value_counts().to_dict()
+    stops = trials["stop_reason"].value_counts().to_dict()
+    print(f"\n{len(trials)} trials in {wall:.0f} s: {counts}; stopped by {stops}")
+    metric = f"best_{space.metric}" if not space.metric.startswith("best_") else space.metric
+    cols = ["trial_id", *space.params, "status", "stop_reason", "epochs_run", metric,
+            "test_accuracy", "test_auc", "train_seconds"]
+    cols = list(dict.fromkeys(c for c in cols if c in trials.columns))
+    table = trials.sort_values(metric, ascending=space.mode == "min", na_position="last")[cols]
+    with pd.option_context("display.width", 160, "display.max_columns", 30,
+                           "display.float_format", "{:.4f}".format):
+        print(table.head(20).to_string(index=False))
+    errors = trials[trials["status"] == "ERROR"]
+    for _, row in errors.iterrows():
+        print(f"trial {row['trial_id']} failed: {row['error'].splitlines()[0]}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.list_spaces:
+        for name in SPACES.names():
+            space = get_space(name)
+            print(f"{name:22s} {space.trial_count():5d} trials  {space.description}")
+        return 0
+    try:
+        return run(args)
+    except (UnknownNameError, SpaceError, ConfigError, DataError, StudyError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

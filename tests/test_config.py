@@ -1,0 +1,51 @@
+"""TrainConfig: unknown keys and impossible values are errors that name the fix."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from trainables.config import ConfigError, TrainConfig
+from trainables.registry import Registry, UnknownNameError
+
+
+def test_unknown_key_lists_the_valid_ones() -> None:
+    with pytest.raises(ConfigError, match=r"unknown config key\(s\) \['batchsize'\].*batch_size"):
+        TrainConfig.from_dict({"batchsize": 32})
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "rule"),
+    [("batch_size", 0, "positive"), ("epochs", 0, "at least 1"), ("split_ratio", 1.0, "between"),
+     ("lr", -1.0, "positive"), ("optimizer", "rmsprop", "one of"), ("lr_decay", 1.5, r"\(0, 1\]"),
+     ("label_smoothing", 0.5, r"\[0, 0.5\)"), ("image_size", 4, "between 8 and 512")],
+)
+def test_impossible_hyperparameter_names_the_rule(key: str, value: object, rule: str) -> None:
+    with pytest.raises(ConfigError, match=rf"{key}=.*impossible.*{rule}"):
+        TrainConfig.from_dict({key: value})
+
+
+def test_wrong_type_is_rejected_and_numpy_scalars_are_accepted() -> None:
+    with pytest.raises(ConfigError, match=r"batch_size=.*must be of type int"):
+        TrainConfig.from_dict({"batch_size": 32.5})
+    config = TrainConfig.from_dict({"batch_size": np.int64(32), "lr": np.float32(0.5)})
+    assert config.batch_size == 32 and isinstance(config.batch_size, int)
+
+
+def test_unknown_model_error_lists_known_models() -> None:
+    with pytest.raises(UnknownNameError, match=r"unknown model 'resnet9000'.*small_cnn"):
+        TrainConfig.from_dict({"model": "resnet9000"})
+
+
+def test_config_round_trips_through_its_dict() -> None:
+    config = TrainConfig(model="small_cnn", batch_size=16, augment=True)
+    assert TrainConfig.from_dict(config.asdict()) == config
+
+
+def test_registry_rejects_duplicate_names() -> None:
+    reg: Registry[int] = Registry("thing")
+    reg.add("a", 1)
+    with pytest.raises(ValueError, match="registered twice"):
+        reg.add("a", 2)
+    with pytest.raises(UnknownNameError, match="known things: a"):
+        reg.get("b")

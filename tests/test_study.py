@@ -1,0 +1,148 @@
+"""The command line end to end through a real local Ray: tables, ASHA, crashes and resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import results
+from results.schema import EPOCHS, TRIALS
+from search_spaces import SPACES, Space, grid
+from study.run import main
+from trainables.config import TrainConfig
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_study_writes_trials_and_epochs_tables_and_asha_stops_some_trials(
+    tiny_study: Path,
+) -> None:
+    tables = results.load(tiny_study)
+    trials, epochs = tables["trials"], tables["epochs"]
+    assert len(trials) == 6 and trials["trial_id"].is_unique
+    assert set(f.name for f in TRIALS) <= set(trials.columns)
+    assert set(f.name for f in EPOCHS) <= set(epochs.columns)
+    for hp in TrainConfig.fields():
+        assert hp in trials.columns
+    assert (trials["status"] == "TERMINATED").all()
+    # ASHA's rung at epoch 2 stops the worse half of the 3-epoch trials.
+    assert (trials["stop_reason"] == "asha").sum() >= 1
+    assert set(trials["stop_reason"]) <= {"asha", "budget"}
+    stopped = trials[trials["stop_reason"] == "asha"]
+    assert (stopped["epochs_run"] < 3).all()
+    # One epochs row per trial and epoch run.
+    assert len(epochs) == trials["epochs_run"].sum()
+    assert trials["test_accuracy"].notna().all() and trials["images_per_second"].gt(0).all()
+    assert trials["split_ratio"].isin([0.75, 0.8]).all()
+    info = json.loads((tiny_study / "study.json").read_text())
+    assert info["space"]["name"] == "quickstart" and info["overrides"]["epochs"] == 3
+
+
+def test_existing_study_name_without_resume_is_refused(
+    tiny_study: Path, tiny_data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["--space", "quickstart", "--data", str(tiny_data),
+                 "--storage", str(tiny_study.parent), "--name", "tiny", "--dry-run"])
+    assert code == 0  # a dry run touches nothing
+    code = main(["--space", "quickstart", "--data", str(tiny_data),
+                 "--storage", str(tiny_study.parent), "--name", "tiny"])
+    assert code == 2 and "already exists" in capsys.readouterr().err
+
+
+def test_resume_of_an_older_study_directory_is_refused_with_the_reason(
+    ray_session, tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "study.json").write_text(json.dumps({"format": 0, "schema_version": 0}))
+    code = main(["--space", "quickstart", "--data", str(tiny_data), "--storage", str(tmp_path),
+                 "--name", "old", "--resume"])
+    err = capsys.readouterr().err
+    assert code == 2 and "older version" in err and "another --name" in err
+
+
+def test_crashed_trial_is_an_error_row_and_the_study_goes_on(
+    ray_session, tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # lr 1e20 makes SGD diverge in the first epoch: the trial raises FloatingPointError.
+    space = Space("crashy", "one sane and one diverging trial",
+                  {"lr": grid(0.01, 1e20)},
+                  fixed={"model": "small_cnn", "optimizer": "sgd", "epochs": 2,
+                         "image_size": 16, "batch_size": 16}, asha=None)
+    monkeypatch.setitem(SPACES._items, "crashy", space)
+    code = main(["--space", "crashy", "--data", str(tiny_data), "--storage", str(tmp_path),
+                 "--name", "c", "--max-failures", "0", "--quiet"])
+    assert code == 0
+    trials = results.load(tmp_path / "c")["trials"].set_index("lr")
+    assert trials.loc[0.01, "status"] == "TERMINATED" and trials.loc[0.01, "epochs_run"] == 2
+    assert trials.loc[1e20, "status"] == "ERROR"
+    assert trials.loc[1e20, "stop_reason"] == "error"
+    assert "FloatingPointError" in trials.loc[1e20, "error"]
+    assert "lower lr" in trials.loc[1e20, "error"]
+
+
+def _finished_trials(study: Path) -> int:
+    count = 0
+    for result in study.glob("*/result.json"):
+        lines = result.read_text().splitlines()
+        if lines and json.loads(lines[-1]).get("stop_reason"):
+            count += 1
+    return count
+
+
+def test_resume_after_driver_is_killed_finishes_without_losing_or_duplicating_trials(
+    ray_session, tiny_data: Path, tmp_path: Path
+) -> None:
+    space = Space("resumable", "four short trials run one at a time",
+                  {"batch_size": grid(8, 16, 24, 32)},
+                  fixed={"model": "small_cnn", "epochs": 3, "image_size": 16}, asha=None)
+    args = ["--data", str(tiny_data), "--storage", str(tmp_path), "--name", "r",
+            "--max-concurrent", "1", "--quiet"]
+    address = ray_session.get_runtime_context().gcs_address
+    # The driver runs in its own process (joining this session's Ray) so it can be killed.
+    script = ("import sys; from search_spaces import SPACES, Space, grid; "
+              f"SPACES.add('resumable', Space.from_json({space.to_json()!r})); "
+              "from study.run import main; sys.exit(main(sys.argv[1:]))")
+    driver = subprocess.Popen([sys.executable, "-c", script, "--space", "resumable",
+                               "--address", address, *args], cwd=REPO,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    deadline = time.time() + 240
+    while _finished_trials(tmp_path / "r") < 1 and time.time() < deadline:
+        assert driver.poll() is None, "the driver ended before it could be killed"
+        time.sleep(0.5)
+    os.killpg(driver.pid, signal.SIGKILL)
+    driver.wait()
+    assert (tmp_path / "r" / "study.json").exists()
+    assert not (tmp_path / "r" / "trials.parquet").exists()
+
+    SPACES._items["resumable"] = space
+    try:
+        assert main(["--space", "resumable", "--resume", *args]) == 0
+    finally:
+        del SPACES._items["resumable"]
+    trials = results.load(tmp_path / "r")["trials"]
+    assert len(trials) == 4 and trials["trial_id"].is_unique
+    assert sorted(trials["batch_size"]) == [8, 16, 24, 32]
+    assert (trials["status"] == "TERMINATED").all() and (trials["epochs_run"] == 3).all()
+    epochs = results.load(tmp_path / "r")["epochs"]
+    assert not epochs.duplicated(["trial_id", "epoch"]).any()
+    assert len(epochs) == 12
+
+
+def test_tables_are_replaced_atomically(tiny_study: Path) -> None:
+    from results.tables import write_table
+
+    trials = results.load(tiny_study)["trials"]
+    write_table(trials, "trials", str(tiny_study))
+    leftovers = [p.name for p in tiny_study.iterdir() if p.name.endswith(".tmp")]
+    assert leftovers == []
+    assert pd.read_parquet(tiny_study / "trials.parquet").shape == trials.shape

@@ -1,0 +1,1 @@
+"""Framework-free core: data ingest, models, the training loop and metrics (no Ray here)."""

@@ -1,0 +1,122 @@
+"""The typed, frozen configuration of one training run (one trial of a study).
+
+Every search-space key is a field here; ``TrainConfig.from_dict`` rejects unknown keys and
+impossible values with a message that names the key and the allowed range.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+OPTIMIZERS = ("adam", "sgd")
+
+
+class ConfigError(ValueError):
+    """An unknown key or an impossible hyperparameter value."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    model: str = "small_cnn"
+    batch_size: int = 64
+    epochs: int = 10
+    # Fraction of the training pool used to train; the rest is the trial's validation set.
+    split_ratio: float = 0.8
+    optimizer: str = "adam"
+    # 0.001 is the learning rate every seed paper uses with Adam.
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    # Multiplicative learning-rate decay per epoch (Prudhvi et al.: 0.95); 1.0 = constant.
+    lr_decay: float = 1.0
+    label_smoothing: float = 0.0
+    # Early stopping on validation loss, restoring the best weights; 0 = off.
+    # Patience 2 in Purba & Suparwito, 3 in Prudhvi et al.
+    patience: int = 0
+    # On-device augmentation: flips, brightness +-0.1, contrast 0.9-1.1 (Prudhvi et al.).
+    augment: bool = False
+    # Input resolution fed to the model; 0 = the model's native resolution.
+    image_size: int = 0
+    pretrained: bool = False
+    seed: int = 0
+    # GPU-only speed settings; ignored on the CPU.
+    amp: bool = True
+    channels_last: bool = True
+    compile: bool = False
+
+    @classmethod
+    def fields(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        unknown = sorted(set(values) - set(cls.fields()))
+        if unknown:
+            raise ConfigError(
+                f"unknown config key(s) {unknown}; valid keys: {', '.join(cls.fields())}"
+            )
+        types = {f.name: f.type for f in dataclasses.fields(cls)}
+        coerced: dict[str, Any] = {}
+        for key, value in values.items():
+            coerced[key] = _coerce(key, value, types[key])
+        config = cls(**coerced)
+        config.validate()
+        return config
+
+    def asdict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def validate(self) -> None:
+        from trainables.models import MODELS  # late: models import torch
+
+        def need(ok: bool, key: str, rule: str) -> None:
+            if not ok:
+                raise ConfigError(f"{key}={getattr(self, key)!r} is impossible: {rule}")
+
+        MODELS.get(self.model)  # raises with the list of known models
+        need(self.batch_size >= 1, "batch_size", "must be a positive integer (e.g. 16-128)")
+        need(self.epochs >= 1, "epochs", "must be at least 1")
+        need(0.0 < self.split_ratio < 1.0, "split_ratio", "must lie strictly between 0 and 1")
+        need(self.optimizer in OPTIMIZERS, "optimizer", f"must be one of {OPTIMIZERS}")
+        need(self.lr > 0, "lr", "must be positive")
+        need(0.0 <= self.momentum < 1.0, "momentum", "must lie in [0, 1)")
+        need(self.weight_decay >= 0, "weight_decay", "must be >= 0")
+        need(0.0 < self.lr_decay <= 1.0, "lr_decay", "must lie in (0, 1]")
+        need(0.0 <= self.label_smoothing < 0.5, "label_smoothing", "must lie in [0, 0.5)")
+        need(self.patience >= 0, "patience", "must be >= 0 (0 disables early stopping)")
+        need(
+            self.image_size == 0 or 8 <= self.image_size <= 512,
+            "image_size",
+            "must be 0 (the model's native size) or between 8 and 512 pixels",
+        )
+
+
+def _coerce(key: str, value: Any, typ: Any) -> Any:
+    """Accept JSON/Tune/numpy scalars; reject values of the wrong kind with a clear message."""
+    name = typ if isinstance(typ, str) else typ.__name__
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        value = value.item()  # numpy scalar from a Tune grid
+    try:
+        if name == "bool":
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, (int, float)) and value in (0, 1):
+                return bool(value)
+            raise TypeError
+        if name == "int":
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise TypeError
+            return int(value)
+        if name == "float":
+            if isinstance(value, bool):
+                raise TypeError
+            return float(value)
+        if name == "str":
+            if not isinstance(value, str):
+                raise TypeError
+            return value
+    except (TypeError, ValueError):
+        pass
+    raise ConfigError(f"{key}={value!r} must be of type {name}")

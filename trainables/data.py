@@ -1,0 +1,517 @@
+"""Ingest image folders and archives into a cached uint8 array plus a Parquet manifest.
+
+Usage: ``data = load_dataset("archive.zip")``; ``splits = make_splits(data, 0.8, seed=0)``
+
+Layouts, read from a folder or a zip without unpacking:
+- CIFAKE (Kaggle): ``train/{REAL,FAKE}/`` and optionally ``test/{REAL,FAKE}/``;
+- tiny-GenImage: ``<generator>/{train,val}/{ai,nature}/`` (the generator is kept as a column);
+- generic: ``<root>/<class>/`` with two class folders.
+A single wrapping folder (``archive/train/...``) is looked through. Images are decoded once, in
+parallel, into ``<cache>/ingest/<fingerprint>/``; the fingerprint covers every file's name,
+size and checksum (zip) or modification time (folder), so a changed source is read again.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import hashlib
+import io
+import json
+import multiprocessing
+import os
+import shutil
+import tempfile
+import time
+import zipfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+CACHE_FORMAT = 1
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
+# Files that operating systems and archivers add; counted and reported, never read as images.
+SYSTEM_FILES = {".ds_store", "thumbs.db", "desktop.ini"}
+REAL_NAMES = ("real", "nature", "authentic", "0_real")
+FAKE_NAMES = ("fake", "ai", "synthetic", "generated", "1_fake")
+CLASS_NAMES = ("REAL", "FAKE")  # label 0 = real photograph, label 1 = AI-generated
+# Hold-out for the common test set when a source has no test split of its own; fixed so every
+# study on the same source scores trials on the same images.
+HOLDOUT_FRACTION = 0.1
+HOLDOUT_SEED = 20240101
+PARALLEL_MIN_IMAGES = 4000  # below this, worker start-up costs more than it saves
+
+
+class DataError(ValueError):
+    """Input that cannot be used as it is; the message names the files and the fix."""
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("CIFAKE_STUDY_CACHE", Path.home() / ".cache" / "cifake-study"))
+
+
+@dataclass
+class ImageSet:
+    """Decoded images with one manifest row each; label 0 = REAL, 1 = FAKE."""
+
+    images: np.ndarray  # (N, H, W, 3) uint8
+    manifest: pd.DataFrame  # path, label, split ("train" | "test"), generator, content_hash
+    fingerprint: str
+    source: str
+    layout: str
+    report: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.manifest["label"].to_numpy(dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.manifest)
+
+
+@dataclass(frozen=True)
+class Splits:
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+
+
+# ---------------------------------------------------------------------------------------------
+# Sources: a folder or a zip, listed and read the same way
+
+
+class _Source:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.is_zip = path.is_file()
+        if self.is_zip and not zipfile.is_zipfile(path):
+            raise DataError(f"{path} is a file but not a zip archive; pass a folder or a .zip")
+        self._zip: zipfile.ZipFile | None = None
+
+    def listing(self) -> list[tuple[str, str]]:
+        """(relative posix path, identity) of every file; identity feeds the fingerprint."""
+        if self.is_zip:
+            with zipfile.ZipFile(self.path) as zf:
+                return [
+                    (i.filename, f"{i.file_size}:{i.CRC}")
+                    for i in zf.infolist()
+                    if not i.is_dir() and not i.filename.startswith("__MACOSX/")
+                ]
+        out = []
+        for dirpath, _, files in os.walk(self.path):
+            for name in files:
+                full = os.path.join(dirpath, name)
+                st = os.stat(full)
+                rel = os.path.relpath(full, self.path).replace(os.sep, "/")
+                out.append((rel, f"{st.st_size}:{st.st_mtime_ns}"))
+        return out
+
+    def read(self, rel: str) -> bytes:
+        if self.is_zip:
+            if self._zip is None:
+                self._zip = zipfile.ZipFile(self.path)
+            return self._zip.read(rel)
+        return (self.path / rel).read_bytes()
+
+
+# ---------------------------------------------------------------------------------------------
+# Layout detection
+
+
+@dataclass
+class _Entry:
+    path: str
+    label: int
+    split: str
+    generator: str
+
+
+def _class_label(name: str, where: str) -> int:
+    low = name.lower()
+    if low in REAL_NAMES:
+        return 0
+    if low in FAKE_NAMES:
+        return 1
+    raise DataError(
+        f"class folder {where!r} is neither a real ({', '.join(REAL_NAMES)}) nor a generated "
+        f"({', '.join(FAKE_NAMES)}) class; rename it (e.g. to REAL or FAKE)"
+    )
+
+
+def _detect(files: list[str]) -> tuple[str, list[_Entry], list[str]]:
+    """Return (layout, image entries, ignored system files)."""
+    ignored = [f for f in files if PurePosixPath(f).name.lower() in SYSTEM_FILES]
+    files = [f for f in files if PurePosixPath(f).name.lower() not in SYSTEM_FILES]
+    if not files:
+        raise DataError("the source holds no files; expected train/REAL and train/FAKE folders")
+    parts = [PurePosixPath(f).parts for f in files]
+    # Look through wrapping folders that every file shares (archive/train/... -> train/...).
+    prefix = 0
+    while all(len(p) > prefix + 2 for p in parts) and len({p[prefix] for p in parts}) == 1:
+        if parts[0][prefix].lower() in ("train", "test"):
+            break
+        prefix += 1
+    rel = [p[prefix:] for p in parts]
+    base = "/".join(parts[0][:prefix])
+
+    def where(*names: str) -> str:
+        return "/".join(n for n in (base, *names) if n)
+
+    firsts = {p[0].lower() for p in rel}
+    if "train" in firsts and firsts <= {"train", "test"}:
+        return "cifake", _cifake_entries(files, rel, where), ignored
+    if all(len(p) == 4 and p[1].lower() in ("train", "val") for p in rel):
+        return "genimage", _genimage_entries(files, rel, where), ignored
+    if all(len(p) == 2 for p in rel):
+        classes = sorted({p[0] for p in rel})
+        if len(classes) != 2:
+            raise DataError(
+                f"found class folder(s) {classes} under {where() or 'the root'}; a generic source "
+                "needs exactly two class folders, one real and one generated (e.g. REAL and FAKE)"
+            )
+        labels = {c: _class_label(c, where(c)) for c in classes}
+        if set(labels.values()) != {0, 1}:
+            raise DataError(
+                f"class folders {classes} do not name one real and one generated class")
+        entries = [_Entry(f, labels[p[0]], "train", "") for f, p in zip(files, rel, strict=True)]
+        return "generic", entries, ignored
+    tops = sorted({p[0] for p in rel})[:10]
+    raise DataError(
+        f"unrecognised layout: top-level entries {tops}. Expected train/{{REAL,FAKE}}/ (CIFAKE), "
+        "<generator>/{train,val}/{ai,nature}/ (tiny-GenImage) or <class>/ folders"
+    )
+
+
+def _cifake_entries(files: list[str], rel: list[tuple[str, ...]], where: Any) -> list[_Entry]:
+    entries, seen = [], set()
+    for f, p in zip(files, rel, strict=True):
+        if len(p) != 3:
+            raise DataError(
+                f"{f!r} is not inside a class folder; CIFAKE files live in "
+                "train/REAL, train/FAKE, test/REAL or test/FAKE"
+            )
+        split, cls = p[0].lower(), p[1]
+        label = _class_label(cls, where(p[0], cls))
+        seen.add((split, label))
+        entries.append(_Entry(f, label, split, ""))
+    for split in sorted({s for s, _ in seen}):
+        for label, name in enumerate(CLASS_NAMES):
+            if (split, label) not in seen:
+                raise DataError(
+                    f"class folder {where(split, name)!r} is missing or empty; CIFAKE needs both "
+                    f"{where(split, 'REAL')} and {where(split, 'FAKE')} with images"
+                )
+    return entries
+
+
+def _genimage_entries(files: list[str], rel: list[tuple[str, ...]], where: Any) -> list[_Entry]:
+    entries, seen = [], set()
+    for f, p in zip(files, rel, strict=True):
+        gen, split, cls = p[0], p[1].lower(), p[2]
+        label = _class_label(cls, where(*p[:3]))
+        seen.add((gen, split, label))
+        entries.append(_Entry(f, label, "test" if split == "val" else "train", gen))
+    for gen, split in sorted({(g, s) for g, s, _ in seen}):
+        for label, name in enumerate(("nature", "ai")):
+            if (gen, split, label) not in seen:
+                raise DataError(
+                    f"class folder {where(gen, split, name)!r} is missing or empty; "
+                    f"tiny-GenImage needs {gen}/{split}/ai and {gen}/{split}/nature"
+                )
+    return entries
+
+
+# ---------------------------------------------------------------------------------------------
+# Decoding
+
+
+def _decode_one(data: bytes, size: int) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as im:
+        im = im.convert("RGB")
+        if im.size != (size, size):
+            w, h = im.size
+            side = min(w, h)  # centre square crop keeps the aspect ratio, then resize
+            left, top = (w - side) // 2, (h - side) // 2
+            im = im.crop((left, top, left + side, top + side))
+            im = im.resize((size, size), Image.Resampling.BICUBIC, reducing_gap=None)
+        return np.asarray(im, dtype=np.uint8)
+
+
+def _decode_chunk(
+    source_path: str, names: Sequence[str], size: int
+) -> tuple[np.ndarray, list[str], list[tuple[str, str]]]:
+    """Decode ``names``; returns (images, content hashes, [(name, error)] for bad files)."""
+    src = _Source(Path(source_path))
+    out = np.zeros((len(names), size, size, 3), dtype=np.uint8)
+    hashes, bad = [], []
+    for i, name in enumerate(names):
+        try:
+            data = src.read(name)
+            hashes.append(hashlib.blake2b(data, digest_size=16).hexdigest())
+            if PurePosixPath(name).suffix.lower() not in IMAGE_SUFFIXES:
+                raise ValueError("not an image file (unknown extension)")
+            out[i] = _decode_one(data, size)
+        except Exception as exc:
+            if len(hashes) == i:
+                hashes.append("")
+            bad.append((name, f"{type(exc).__name__}: {exc}"))
+    return out, hashes, bad
+
+
+def _decode_all(
+    source: _Source, names: list[str], size: int, workers: int, progress: bool
+) -> tuple[np.ndarray, list[str], list[tuple[str, str]]]:
+    from tqdm.auto import tqdm
+
+    images = np.zeros((len(names), size, size, 3), dtype=np.uint8)
+    hashes: list[str] = [""] * len(names)
+    bad: list[tuple[str, str]] = []
+    chunk = 2000
+    starts = list(range(0, len(names), chunk))
+    bar = tqdm(total=len(names), unit="img", desc="decoding", disable=not progress)
+
+    def store(start: int, result: tuple[np.ndarray, list[str], list[tuple[str, str]]]) -> None:
+        arr, hs, bd = result
+        images[start : start + len(arr)] = arr
+        hashes[start : start + len(hs)] = hs
+        bad.extend(bd)
+        bar.update(len(arr))
+
+    if workers <= 1 or len(names) < PARALLEL_MIN_IMAGES:
+        for s in starts:
+            store(s, _decode_chunk(str(source.path), names[s : s + chunk], size))
+    else:
+        # spawn: the caller may hold Ray or torch threads, which fork would copy half-locked.
+        ctx = multiprocessing.get_context("spawn")
+        with cf.ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+            futures = {
+                pool.submit(_decode_chunk, str(source.path), names[s : s + chunk], size): s
+                for s in starts
+            }
+            for fut in cf.as_completed(futures):
+                store(futures[fut], fut.result())
+    bar.close()
+    return images, hashes, bad
+
+
+# ---------------------------------------------------------------------------------------------
+# Public API
+
+
+def fingerprint_of(path: str | os.PathLike[str], image_size: int | None = None) -> str:
+    source = _Source(Path(path).resolve())
+    listing = sorted(source.listing())
+    h = hashlib.sha256(f"v{CACHE_FORMAT}:{image_size}".encode())
+    for rel, ident in listing:
+        h.update(f"{rel}\0{ident}\n".encode())
+    return h.hexdigest()[:20]
+
+
+def load_dataset(
+    path: str | os.PathLike[str],
+    image_size: int | None = None,
+    skip_bad: bool = False,
+    workers: int | None = None,
+    progress: bool = True,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> ImageSet:
+    """Read (or fetch from the cache) every image of ``path``, a folder or a zip.
+
+    ``image_size`` None keeps the size of the first image; images of another size are centre
+    cropped and resized, and counted in the report. Unreadable files raise ``DataError`` listing
+    them, unless ``skip_bad`` is set, in which case they are left out and listed in the report.
+    """
+    path = Path(path).expanduser().resolve()
+    if not path.exists():
+        raise DataError(f"data path {path} does not exist; pass a folder, a .zip, or 'sample'")
+    source = _Source(path)
+    listing = sorted(source.listing())
+    h = hashlib.sha256(f"v{CACHE_FORMAT}:{image_size}:{skip_bad}".encode())
+    for rel, ident in listing:
+        h.update(f"{rel}\0{ident}\n".encode())
+    fingerprint = h.hexdigest()[:20]
+    cache = Path(cache_dir) if cache_dir else cache_root() / "ingest"
+    entry_dir = cache / fingerprint
+    if (entry_dir / "meta.json").exists():
+        return _read_cache(entry_dir)
+
+    layout, entries, ignored = _detect([rel for rel, _ in listing])
+    names = [e.path for e in entries]
+    size = image_size or _first_size(source, names)
+    started = time.perf_counter()
+    images, hashes, bad = _decode_all(
+        source, names, size, workers or min(4, os.cpu_count() or 1), progress
+    )
+    if bad and not skip_bad:
+        shown = "\n".join(f"  {n}: {e}" for n, e in bad[:20])
+        more = f"\n  ... and {len(bad) - 20} more" if len(bad) > 20 else ""
+        raise DataError(
+            f"{len(bad)} file(s) in {path} could not be read as images:\n{shown}{more}\n"
+            "Remove or fix them, or pass --skip-bad to leave them out (they are then listed "
+            "in the ingest report)."
+        )
+    bad_names = {n for n, _ in bad}
+    keep = np.array([n not in bad_names for n in names], dtype=bool)
+    manifest = pd.DataFrame(
+        {
+            "path": names,
+            "label": np.array([e.label for e in entries], dtype=np.int8),
+            "split": [e.split for e in entries],
+            "generator": [e.generator for e in entries],
+            "content_hash": hashes,
+        }
+    )[keep].reset_index(drop=True)
+    images = images[keep]
+    for label, cls in enumerate(CLASS_NAMES):
+        if not (manifest["label"] == label).any():
+            raise DataError(f"no readable {cls} image is left in {path}; check the class folders")
+    if not (manifest["split"] == "test").any():
+        manifest["split"] = _holdout(manifest)
+    report = _report(manifest, layout, ignored, bad, size, time.perf_counter() - started)
+    data = ImageSet(images, manifest, fingerprint, str(path), layout, report)
+    _write_cache(entry_dir, data)
+    return data
+
+
+def _first_size(source: _Source, names: list[str]) -> int:
+    from PIL import Image
+
+    for name in names[:50]:
+        try:
+            with Image.open(io.BytesIO(source.read(name))) as im:
+                return min(im.size)
+        except Exception:
+            continue
+    return 32
+
+
+def _holdout(manifest: pd.DataFrame) -> np.ndarray:
+    """Carve the fixed common test set: stratified, duplicate-aware, seeded."""
+    idx = np.arange(len(manifest))
+    test = _group_split(idx, manifest, 1.0 - HOLDOUT_FRACTION, HOLDOUT_SEED)[1]
+    split = np.full(len(manifest), "train", dtype=object)
+    split[test] = "test"
+    return split
+
+
+def _group_split(
+    idx: np.ndarray, manifest: pd.DataFrame, ratio: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Split ``idx`` so that ``ratio`` of each label goes to the first part.
+
+    Byte-identical images (same content hash) form one group and always land on the same side,
+    so a duplicate can never be in both train and validation.
+    """
+    rng = np.random.default_rng(seed)
+    labels = manifest["label"].to_numpy()[idx]
+    hashes = manifest["content_hash"].to_numpy()[idx]
+    first, second = [], []
+    for label in np.unique(labels):
+        mine = idx[labels == label]
+        _, group, counts = np.unique(
+            hashes[labels == label], return_inverse=True, return_counts=True)
+        order = rng.permutation(len(counts))
+        take = np.cumsum(counts[order]) <= round(ratio * len(mine))
+        chosen = np.zeros(len(counts), dtype=bool)
+        chosen[order[take]] = True
+        first.append(mine[chosen[group]])
+        second.append(mine[~chosen[group]])
+    return np.sort(np.concatenate(first)), np.sort(np.concatenate(second))
+
+
+def make_splits(data: ImageSet, split_ratio: float, seed: int) -> Splits:
+    """Train/validation from the training pool (stratified, seeded); the common test set."""
+    split = data.manifest["split"].to_numpy()
+    pool = np.flatnonzero(split == "train")
+    test = np.flatnonzero(split == "test")
+    train, val = _group_split(pool, data.manifest, split_ratio, seed)
+    if len(train) == 0 or len(val) == 0:
+        raise DataError(
+            f"split_ratio={split_ratio} leaves {len(train)} training and {len(val)} validation "
+            f"images out of a pool of {len(pool)}; use more data or a ratio nearer 0.5"
+        )
+    return Splits(train, val, test)
+
+
+def _report(
+    manifest: pd.DataFrame,
+    layout: str,
+    ignored: list[str],
+    bad: list[tuple[str, str]],
+    size: int,
+    seconds: float,
+) -> dict[str, Any]:
+    dup = manifest[manifest["content_hash"].duplicated(keep=False)]
+    groups = dup.groupby("content_hash")
+    cross_split = int((groups["split"].nunique() > 1).sum()) if len(dup) else 0
+    cross_label = int((groups["label"].nunique() > 1).sum()) if len(dup) else 0
+    counts = manifest.groupby(["split", "label"]).size()
+    return {
+        "layout": layout,
+        "image_size": size,
+        "images": len(manifest),
+        "counts": {f"{s}/{CLASS_NAMES[int(lb)]}": int(n) for (s, lb), n in counts.items()},
+        "generators": sorted(g for g in manifest["generator"].unique() if g),
+        "duplicate_groups": int(groups.ngroups) if len(dup) else 0,
+        "duplicate_files": len(dup),
+        "duplicate_groups_across_splits": cross_split,
+        "duplicate_groups_across_labels": cross_label,
+        "skipped_bad_files": [{"path": n, "error": e} for n, e in bad],
+        "ignored_system_files": ignored,
+        "decode_seconds": round(seconds, 3),
+    }
+
+
+def describe(data: ImageSet) -> str:
+    r = data.report
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(r["counts"].items()))
+    size = f"{r['images']} images {r['image_size']}px"
+    lines = [f"data: {data.source} ({r['layout']}, {size}: {counts})"]
+    if r["duplicate_files"]:
+        lines.append(
+            f"  {r['duplicate_files']} files in {r['duplicate_groups']} groups are byte-identical "
+            f"duplicates ({r['duplicate_groups_across_splits']} groups span train and test); "
+            "each group is kept on one side of every train/validation split"
+        )
+    if r["skipped_bad_files"]:
+        lines.append(f"  skipped {len(r['skipped_bad_files'])} unreadable file(s) (--skip-bad)")
+    if r["ignored_system_files"]:
+        lines.append(f"  ignored {len(r['ignored_system_files'])} system file(s) (.DS_Store etc.)")
+    return "\n".join(lines)
+
+
+def _write_cache(entry_dir: Path, data: ImageSet) -> None:
+    entry_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{entry_dir.name}-", dir=entry_dir.parent))
+    try:
+        np.save(tmp / "images.npy", data.images)
+        data.manifest.to_parquet(tmp / "manifest.parquet", index=False)
+        meta = {"fingerprint": data.fingerprint, "source": data.source, "layout": data.layout,
+                "format": CACHE_FORMAT, "report": data.report}
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+        try:
+            os.rename(tmp, entry_dir)  # atomic: readers see a whole entry or none
+        except OSError:
+            if not (entry_dir / "meta.json").exists():  # another process may have won the race
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _read_cache(entry_dir: Path) -> ImageSet:
+    meta = json.loads((entry_dir / "meta.json").read_text())
+    images = np.load(entry_dir / "images.npy")
+    manifest = pd.read_parquet(entry_dir / "manifest.parquet")
+    return ImageSet(images, manifest, meta["fingerprint"], meta["source"], meta["layout"],
+                    meta["report"])
+
+
+def subset(data: ImageSet, rows: Iterable[int]) -> ImageSet:
+    rows = np.asarray(list(rows))
+    return ImageSet(data.images[rows], data.manifest.iloc[rows].reset_index(drop=True),
+                    data.fingerprint, data.source, data.layout, data.report)

@@ -1,0 +1,92 @@
+"""Batches from uint8 tensors resident on the training device (airbench style).
+
+No DataLoader workers and no per-sample Python: shuffling, resizing, normalisation and
+augmentation are whole-batch tensor operations on the device.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from trainables.models import IMAGENET_MEAN, IMAGENET_STD
+
+
+def to_device_uint8(images: np.ndarray, device: torch.device) -> torch.Tensor:
+    """(N, H, W, 3) uint8 numpy -> (N, 3, H, W) uint8 tensor on ``device``."""
+    tensor = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
+    pin = device.type == "cuda"
+    return (tensor.pin_memory() if pin else tensor).to(device, non_blocking=pin)
+
+
+class Preprocess:
+    """uint8 NCHW batch -> float batch at the model's resolution and normalisation."""
+
+    def __init__(self, size: int, normalize: str, channels_last: bool, augment: bool) -> None:
+        self.size = size
+        self.channels_last = channels_last
+        self.augment = augment
+        if normalize == "imagenet":
+            self.mean, self.std = IMAGENET_MEAN, IMAGENET_STD
+        elif normalize == "unit":
+            self.mean, self.std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+        else:
+            raise ValueError(f"unknown normalisation {normalize!r}; use 'unit' or 'imagenet'")
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        x = x.float().div_(255.0)
+        if self.augment:
+            x = augment(x, generator)
+        if x.shape[-1] != self.size or x.shape[-2] != self.size:
+            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear",
+                              align_corners=False, antialias=x.shape[-1] > self.size)
+        mean = torch.tensor(self.mean, device=x.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, device=x.device).view(1, 3, 1, 1)
+        x = (x - mean) / std
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+
+def augment(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """Random flips (left-right, up-down), brightness +-0.1 and contrast 0.9-1.1 per image.
+
+    Ranges from Prudhvi et al. (ImageDataGenerator settings). Applied to [0, 1] images.
+    """
+    n, dev = x.shape[0], x.device
+
+    def rand(*shape: int) -> torch.Tensor:
+        return torch.rand(*shape, generator=generator, device=generator.device
+                          if generator is not None else dev).to(dev)
+
+    flip_lr = rand(n) < 0.5
+    flip_ud = rand(n) < 0.5
+    x = torch.where(flip_lr.view(n, 1, 1, 1), x.flip(-1), x)
+    x = torch.where(flip_ud.view(n, 1, 1, 1), x.flip(-2), x)
+    brightness = (rand(n, 1, 1, 1) - 0.5) * 0.2
+    contrast = 0.9 + rand(n, 1, 1, 1) * 0.2
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    return ((x - mean) * contrast + mean + brightness).clamp_(0.0, 1.0)
+
+
+def batches(
+    n: int, batch_size: int, shuffle: bool, generator: torch.Generator | None, device: torch.device
+) -> Iterator[torch.Tensor]:
+    """Index batches over ``n`` items.
+
+    Shuffled (training) batches drop a last partial batch of one image, which batch norm cannot
+    normalise; evaluation keeps every image.
+    """
+    if shuffle:
+        order = torch.randperm(n, generator=generator, device=generator.device
+                               if generator is not None else "cpu").to(device)
+    else:
+        order = torch.arange(n, device=device)
+    for start in range(0, n, batch_size):
+        idx = order[start : start + batch_size]
+        if shuffle and len(idx) == 1 and n > 1:
+            return
+        yield idx

@@ -1,0 +1,291 @@
+"""The framework-free training loop: ``train(config, data) -> metrics``.
+
+Usage: ``metrics = train(TrainConfig(model="small_cnn", epochs=3), load_dataset("sample"))``
+
+Each epoch reports train loss, validation loss and metrics, and the common-test-set metrics of the
+best model so far (lowest validation loss, the weights early stopping restores) through
+``on_epoch(metrics, checkpoint_state)``. Epoch ``e`` is seeded by (seed, e), so a run resumed
+from a checkpoint continues exactly as the uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import math
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from trainables.config import ConfigError, TrainConfig
+from trainables.data import ImageSet, make_splits
+from trainables.loader import Preprocess, batches, to_device_uint8
+from trainables.metrics import best_threshold, classification_metrics
+from trainables.models import AnomalyDetector, count_parameters, create_model, model_spec
+
+EpochCallback = Callable[[dict[str, Any], Callable[[], dict[str, Any]]], None]
+CHECKPOINT_FORMAT = 1
+
+
+def select_device(prefer: str | None = None) -> torch.device:
+    """``prefer`` ("cuda", "mps", "cpu") or the best available; falls back to the CPU."""
+    if prefer:
+        if prefer.startswith("cuda") and not torch.cuda.is_available():
+            return torch.device("cpu")
+        return torch.device(prefer)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+class _Run:
+    """State of one training run; ``state()`` is the self-describing checkpoint."""
+
+    def __init__(self, config: TrainConfig, data: ImageSet, device: torch.device) -> None:
+        self.config = config
+        self.device = device
+        spec = model_spec(config.model)
+        self.resolution = config.image_size or spec.resolution
+        self.splits = make_splits(data, config.split_ratio, config.seed)
+        if len(self.splits.train) < 2:
+            raise ConfigError("the training split holds fewer than two images")
+        cuda = device.type == "cuda"
+        self.channels_last = config.channels_last and cuda
+        self.amp_dtype = None
+        if config.amp and cuda:
+            self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        labels = torch.from_numpy(data.labels)
+        self.x = {k: to_device_uint8(data.images[getattr(self.splits, k)], device)
+                  for k in ("train", "val", "test")}
+        self.y = {k: labels[getattr(self.splits, k)].to(device) for k in ("train", "val", "test")}
+        self.test_ids = data.manifest["path"].to_numpy()[self.splits.test]
+        self.test_labels = data.labels[self.splits.test].astype(np.int8)  # 0 REAL, 1 FAKE
+        self.prep_train = Preprocess(self.resolution, spec.normalize, self.channels_last,
+                                     config.augment)
+        self.prep_eval = Preprocess(self.resolution, spec.normalize, self.channels_last, False)
+
+        torch.manual_seed(config.seed)
+        self.model = create_model(config.model, pretrained=config.pretrained).to(device)
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.num_params = count_parameters(self.model)
+        self.anomaly = isinstance(self.model, AnomalyDetector)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if config.optimizer == "adam":
+            self.opt: torch.optim.Optimizer = torch.optim.Adam(
+                params, lr=config.lr, weight_decay=config.weight_decay)
+        else:
+            self.opt = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
+                                       weight_decay=config.weight_decay, nesterov=True)
+        self.sched = torch.optim.lr_scheduler.ExponentialLR(self.opt, gamma=config.lr_decay)
+        self.forward = torch.compile(self.model) if config.compile else self.model
+        self.epoch = 0
+        self.best: dict[str, Any] = {"val_loss": math.inf, "epoch": 0, "weights": None,
+                                     "metrics": {}, "test_scores": None, "threshold": 0.5}
+        self.bad_epochs = 0
+        self.train_seconds = 0.0
+
+    # -- checkpoints -------------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "config": self.config.asdict(),
+            "epoch": self.epoch,
+            "model": self.model.state_dict(),
+            "optimizer": self.opt.state_dict(),
+            "scheduler": self.sched.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "best": self.best,
+            "bad_epochs": self.bad_epochs,
+            "train_seconds": self.train_seconds,
+            "test_ids": self.test_ids,
+            "test_labels": self.test_labels,
+        }
+
+    def load(self, state: dict[str, Any]) -> None:
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"checkpoint format {state.get('format')} is not "
+                             f"{CHECKPOINT_FORMAT}; start the trial afresh")
+        if state["config"] != self.config.asdict():
+            raise ValueError("the checkpoint was made with another configuration")
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.sched.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.epoch = state["epoch"]
+        self.best = state["best"]
+        self.bad_epochs = state["bad_epochs"]
+        self.train_seconds = state["train_seconds"]
+
+    # -- one epoch ---------------------------------------------------------------------------
+    def _autocast(self) -> Any:
+        return torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
+                              enabled=self.amp_dtype is not None)
+
+    def _loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if self.anomaly:
+            return self.model.loss(x, y)
+        logits = self.forward(x)
+        if logits.shape[-1] == 2:
+            return F.cross_entropy(logits.float(), y, label_smoothing=self.config.label_smoothing)
+        target = y.float() * (1 - self.config.label_smoothing) + 0.5 * self.config.label_smoothing
+        return F.binary_cross_entropy_with_logits(logits.float().view(-1), target)
+
+    def train_epoch(self) -> tuple[float, float]:
+        cfg = self.config
+        torch.manual_seed(cfg.seed * 100_003 + self.epoch)  # dropout etc.: resumable
+        gen = torch.Generator(device="cpu").manual_seed(cfg.seed * 100_003 + self.epoch)
+        self.model.train()
+        total, count = 0.0, 0
+        start = time.perf_counter()
+        x_all, y_all = self.x["train"], self.y["train"]
+        for idx in batches(len(y_all), cfg.batch_size, True, gen, self.device):
+            x = self.prep_train(x_all[idx], gen)
+            y = y_all[idx]
+            with self._autocast():
+                loss = self._loss(x, y)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"training diverged: loss became {loss.item()} at epoch {self.epoch + 1}; "
+                    f"lower lr (now {cfg.lr})")
+            self.opt.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.opt)
+            self.scaler.update()
+            total += loss.item() * len(idx)
+            count += len(idx)
+        self.sched.step()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - start
+        return total / max(count, 1), seconds
+
+    @torch.no_grad()
+    def evaluate(self, split: str) -> tuple[float, np.ndarray]:
+        """(mean loss, scores) over one split; scores are P(FAKE) or anomaly scores."""
+        self.model.eval()
+        x_all, y_all = self.x[split], self.y[split]
+        losses, scores = [], []
+        for idx in batches(len(y_all), max(self.config.batch_size, 256), False, None, self.device):
+            x, y = self.prep_eval(x_all[idx]), y_all[idx]
+            with self._autocast():
+                if self.anomaly:
+                    losses.append(self.model.loss(x, y).float() * len(idx))
+                    scores.append(self.model.score(x).float())
+                else:
+                    logits = self.forward(x).float()
+                    losses.append(_eval_loss(logits, y))
+                    scores.append(logits.softmax(-1)[:, 1] if logits.shape[-1] == 2
+                                  else logits.view(-1).sigmoid())
+        loss = float(torch.stack(losses).sum().item() / max(len(y_all), 1))
+        return loss, torch.cat(scores).cpu().numpy() if scores else np.zeros(0)
+
+
+def _eval_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Summed unsmoothed loss, so validation losses compare across label-smoothing settings."""
+    if logits.shape[-1] == 2:
+        return F.cross_entropy(logits, y, reduction="sum")
+    return F.binary_cross_entropy_with_logits(logits.view(-1), y.float(), reduction="sum")
+
+
+def train(
+    config: TrainConfig,
+    data: ImageSet,
+    *,
+    device: torch.device | str | None = None,
+    resume: dict[str, Any] | None = None,
+    on_epoch: EpochCallback | None = None,
+) -> dict[str, Any]:
+    """Train ``config`` on ``data``; returns the metrics of the last epoch."""
+    device = select_device(device if isinstance(device, str) else
+                           (str(device) if device is not None else None))
+    run = _Run(config, data, device)
+    if resume is not None:
+        run.load(resume)
+    metrics: dict[str, Any] = {}
+    host = socket.gethostname()
+    n_train = len(run.y["train"])
+    while run.epoch < config.epochs:
+        train_loss, seconds = run.train_epoch()
+        run.epoch += 1
+        run.train_seconds += seconds
+        val_loss, val_scores = run.evaluate("val")
+        val_labels = run.y["val"].cpu().numpy()
+        threshold = best_threshold(val_labels, val_scores) if run.anomaly else 0.5
+        val = classification_metrics(val_labels, val_scores, threshold)
+        improved = val_loss < run.best["val_loss"]
+        if improved:
+            _, test_scores = run.evaluate("test")
+            test = classification_metrics(run.y["test"].cpu().numpy(), test_scores, threshold)
+            run.best = {
+                "val_loss": val_loss, "epoch": run.epoch, "threshold": threshold,
+                "weights": copy.deepcopy(run.model.state_dict()) if config.patience else None,
+                "metrics": {**{f"best_val_{k}": v for k, v in val.items()},
+                            **{f"test_{k}": v for k, v in test.items()}},
+                "test_scores": test_scores.astype(np.float32),
+            }
+            run.bad_epochs = 0
+        else:
+            run.bad_epochs += 1
+        stop_reason = ""
+        if config.patience and run.bad_epochs >= config.patience:
+            stop_reason = "early_stopping"
+            run.model.load_state_dict(run.best["weights"])  # restore_best_weights, as Keras
+        elif run.epoch >= config.epochs:
+            stop_reason = "budget"
+        metrics = {
+            "epoch": run.epoch,
+            "train_loss": train_loss,
+            "val_loss": val_loss,
+            **{f"val_{k}": v for k, v in val.items()},
+            "threshold": threshold,
+            "best_epoch": run.best["epoch"],
+            "best_val_loss": run.best["val_loss"],
+            **run.best["metrics"],
+            "lr": run.opt.param_groups[0]["lr"],
+            "epoch_seconds": seconds,
+            "train_seconds": run.train_seconds,
+            "images_per_second": n_train / seconds if seconds > 0 else math.nan,
+            "num_params": run.num_params,
+            "device": str(device),
+            "node": host,
+            "n_train": n_train,
+            "n_val": len(run.y["val"]),
+            "n_test": len(run.y["test"]),
+            "stop_reason": stop_reason,
+        }
+        if on_epoch is not None:
+            on_epoch(metrics, run.state)
+        if stop_reason:
+            break
+    return metrics
+
+
+def save_state(state: dict[str, Any], path: str) -> None:
+    """Write a checkpoint atomically enough for Tune: to a buffer, then one write."""
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    with open(path, "wb") as f:
+        f.write(buf.getvalue())
+
+
+def load_state(path: str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    return torch.load(path, map_location=map_location, weights_only=False)
+
+
+def model_from_state(state: dict[str, Any]) -> nn.Module:
+    """Rebuild the trained model from a checkpoint (its config names the architecture)."""
+    config = TrainConfig.from_dict(state["config"])
+    model = create_model(config.model)
+    weights = state["best"].get("weights") or state["model"]
+    model.load_state_dict(weights)
+    return model.eval()

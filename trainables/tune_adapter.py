@@ -1,0 +1,58 @@
+"""The only module of ``trainables`` that imports Ray: the Tune function trainable.
+
+It turns Tune's config into a ``TrainConfig``, resumes from ``tune.get_checkpoint()`` and reports
+every epoch with a self-describing checkpoint (model, optimizer, epoch, config, best so far).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import warnings
+from typing import Any
+
+import ray
+import torch
+from ray import tune
+
+from trainables.config import TrainConfig
+from trainables.data import ImageSet
+from trainables.train import load_state, save_state, train
+
+CHECKPOINT_FILE = "checkpoint.pt"
+
+
+def trial_device() -> str:
+    """CUDA when Ray gave this trial a GPU; otherwise the CPU, saying so if a GPU was asked for."""
+    resources = ray.get_runtime_context().get_assigned_resources()
+    cpus = max(1, int(resources.get("CPU", 1)))
+    torch.set_num_threads(cpus)  # one trial must not oversubscribe the node's cores
+    if resources.get("GPU", 0) > 0:
+        if torch.cuda.is_available():
+            return "cuda"
+        warnings.warn(f"this trial was given a GPU on {os.uname().nodename} but torch sees "
+                      "none (CPU-only torch build or driver missing); training on the CPU",
+                      stacklevel=2)
+    return "cpu"
+
+
+def trainable(config: dict[str, Any], data: ImageSet) -> None:
+    """Tune function trainable; ``data`` arrives once per node through ``tune.with_parameters``."""
+    logging.getLogger("ray").setLevel(logging.WARNING)  # not a line per saved checkpoint
+    cfg = TrainConfig.from_dict(config)
+    resume = None
+    restarts = 0
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            resume = load_state(os.path.join(folder, CHECKPOINT_FILE))
+        restarts = resume.get("restarts", 0) + 1  # after a crash, a lost node or a resume
+
+    def report(metrics: dict[str, Any], state: Any) -> None:
+        metrics = {**metrics, "restarts": restarts}
+        with tempfile.TemporaryDirectory() as folder:
+            save_state({**state(), "restarts": restarts}, os.path.join(folder, CHECKPOINT_FILE))
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+
+    train(cfg, data, device=trial_device(), resume=resume, on_epoch=report)
