@@ -17,9 +17,10 @@ import concurrent.futures as cf
 import hashlib
 import io
 import json
-import multiprocessing
 import os
+import mmap
 import shutil
+import struct
 import tempfile
 import time
 import zipfile
@@ -42,7 +43,6 @@ CLASS_NAMES = ("REAL", "FAKE")  # label 0 = real photograph, label 1 = AI-genera
 # study on the same source scores trials on the same images.
 HOLDOUT_FRACTION = 0.1
 HOLDOUT_SEED = 20240101
-PARALLEL_MIN_IMAGES = 4000  # below this, worker start-up costs more than it saves
 
 
 class DataError(ValueError):
@@ -84,22 +84,39 @@ class Splits:
 
 
 class _Source:
+    """A folder or a zip, listed and read the same way.
+
+    Members of a zip stored without compression (as the CIFAKE archive is) are sliced straight
+    out of a memory map of the file: about 10x cheaper than ``ZipFile.read``, which seeks and
+    re-parses the local header under a lock for every member.
+    """
+
     def __init__(self, path: Path) -> None:
         self.path = path
         self.is_zip = path.is_file()
         if self.is_zip and not zipfile.is_zipfile(path):
             raise DataError(f"{path} is a file but not a zip archive; pass a folder or a .zip")
         self._zip: zipfile.ZipFile | None = None
+        self._infos: dict[str, zipfile.ZipInfo] = {}
+        self._map: mmap.mmap | None = None
+
+    def _open(self) -> zipfile.ZipFile:
+        if self._zip is None:
+            self._zip = zipfile.ZipFile(self.path)
+            self._infos = {i.filename: i for i in self._zip.infolist()}
+            with open(self.path, "rb") as f:
+                self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        return self._zip
 
     def listing(self) -> list[tuple[str, str]]:
         """(relative posix path, identity) of every file; identity feeds the fingerprint."""
         if self.is_zip:
-            with zipfile.ZipFile(self.path) as zf:
-                return [
-                    (i.filename, f"{i.file_size}:{i.CRC}")
-                    for i in zf.infolist()
-                    if not i.is_dir() and not i.filename.startswith("__MACOSX/")
-                ]
+            self._open()
+            return [
+                (i.filename, f"{i.file_size}:{i.CRC}")
+                for i in self._infos.values()
+                if not i.is_dir() and not i.filename.startswith("__MACOSX/")
+            ]
         out = []
         for dirpath, _, files in os.walk(self.path):
             for name in files:
@@ -110,11 +127,17 @@ class _Source:
         return out
 
     def read(self, rel: str) -> bytes:
-        if self.is_zip:
-            if self._zip is None:
-                self._zip = zipfile.ZipFile(self.path)
-            return self._zip.read(rel)
-        return (self.path / rel).read_bytes()
+        if not self.is_zip:
+            return (self.path / rel).read_bytes()
+        zf = self._open()
+        info = self._infos[rel]
+        if info.compress_type == zipfile.ZIP_STORED and not info.flag_bits & 0x1:
+            assert self._map is not None
+            h = info.header_offset  # local header: 30 bytes, then name and extra field
+            name_len, extra_len = struct.unpack("<HH", self._map[h + 26 : h + 30])
+            start = h + 30 + name_len + extra_len
+            return self._map[start : start + info.compress_size]
+        return zf.read(info)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -143,11 +166,12 @@ def _class_label(name: str, where: str) -> int:
 
 def _detect(files: list[str]) -> tuple[str, list[_Entry], list[str]]:
     """Return (layout, image entries, ignored system files)."""
-    ignored = [f for f in files if PurePosixPath(f).name.lower() in SYSTEM_FILES]
-    files = [f for f in files if PurePosixPath(f).name.lower() not in SYSTEM_FILES]
+    # str.split, not PurePosixPath: this runs once per file of a 100,000-file archive.
+    ignored = [f for f in files if f.rsplit("/", 1)[-1].lower() in SYSTEM_FILES]
+    files = [f for f in files if f.rsplit("/", 1)[-1].lower() not in SYSTEM_FILES]
     if not files:
         raise DataError("the source holds no files; expected train/REAL and train/FAKE folders")
-    parts = [PurePosixPath(f).parts for f in files]
+    parts = [tuple(f.split("/")) for f in files]
     # Look through wrapping folders that every file shares (archive/train/... -> train/...).
     prefix = 0
     while all(len(p) > prefix + 2 for p in parts) and len({p[prefix] for p in parts}) == 1:
@@ -228,37 +252,60 @@ def _genimage_entries(files: list[str], rel: list[tuple[str, ...]], where: Any) 
 # Decoding
 
 
-def _decode_one(data: bytes, size: int) -> np.ndarray:
+def _fit(image: np.ndarray, size: int) -> np.ndarray:
+    """Centre-crop to a square (keeping the aspect ratio) and resize to ``size``."""
+    from PIL import Image
+
+    h, w = image.shape[:2]
+    if (h, w) == (size, size):
+        return image
+    side = min(w, h)
+    left, top = (w - side) // 2, (h - side) // 2
+    im = Image.fromarray(image).crop((left, top, left + side, top + side))
+    return np.asarray(im.resize((size, size), Image.Resampling.BICUBIC, reducing_gap=None))
+
+
+def _decode_other(data: bytes) -> np.ndarray:
     from PIL import Image
 
     with Image.open(io.BytesIO(data)) as im:
-        im = im.convert("RGB")
-        if im.size != (size, size):
-            w, h = im.size
-            side = min(w, h)  # centre square crop keeps the aspect ratio, then resize
-            left, top = (w - side) // 2, (h - side) // 2
-            im = im.crop((left, top, left + side, top + side))
-            im = im.resize((size, size), Image.Resampling.BICUBIC, reducing_gap=None)
-        return np.asarray(im, dtype=np.uint8)
+        return np.asarray(im.convert("RGB"), dtype=np.uint8)
 
 
 def _decode_chunk(
-    source_path: str, names: Sequence[str], size: int
+    names: Sequence[str], blobs: Sequence[bytes], size: int
 ) -> tuple[np.ndarray, list[str], list[tuple[str, str]]]:
-    """Decode ``names``; returns (images, content hashes, [(name, error)] for bad files)."""
-    src = _Source(Path(source_path))
+    """Decode one chunk; returns (images, content hashes, [(name, error)] for bad files).
+
+    JPEGs (all of CIFAKE) go through torchvision's batched libjpeg-turbo decoder, about 4x
+    faster than PIL per image and pixel-identical to it; it runs in C++ without the GIL, so
+    chunks decode in parallel threads. Other formats, and any JPEG the batch rejects, go
+    through PIL one by one, which also names the bad file.
+    """
+    import torch
+    from torchvision.io import ImageReadMode, decode_jpeg
+
     out = np.zeros((len(names), size, size, 3), dtype=np.uint8)
-    hashes, bad = [], []
-    for i, name in enumerate(names):
+    hashes = [hashlib.blake2b(b, digest_size=16).hexdigest() for b in blobs]
+    bad: list[tuple[str, str]] = []
+    jpeg = [i for i, (n, b) in enumerate(zip(names, blobs, strict=True))
+            if b[:2] == b"\xff\xd8" and PurePosixPath(n).suffix.lower() in IMAGE_SUFFIXES]
+    decoded: dict[int, np.ndarray] = {}
+    if jpeg:
         try:
-            data = src.read(name)
-            hashes.append(hashlib.blake2b(data, digest_size=16).hexdigest())
-            if PurePosixPath(name).suffix.lower() not in IMAGE_SUFFIXES:
-                raise ValueError("not an image file (unknown extension)")
-            out[i] = _decode_one(data, size)
-        except Exception as exc:
-            if len(hashes) == i:
-                hashes.append("")
+            tensors = [torch.frombuffer(bytearray(blobs[i]), dtype=torch.uint8) for i in jpeg]
+            for i, t in zip(jpeg, decode_jpeg(tensors, mode=ImageReadMode.RGB), strict=True):
+                decoded[i] = t.permute(1, 2, 0).numpy()
+        except RuntimeError:
+            decoded.clear()  # one bad file fails the batch: decode one by one below
+    for i, (name, blob) in enumerate(zip(names, blobs, strict=True)):
+        try:
+            if i not in decoded:
+                if PurePosixPath(name).suffix.lower() not in IMAGE_SUFFIXES:
+                    raise ValueError("not an image file (unknown extension)")
+                decoded[i] = _decode_other(blob)
+            out[i] = _fit(decoded[i], size)
+        except Exception as exc:  # noqa: BLE001 - any decoder failure is a bad file, reported
             bad.append((name, f"{type(exc).__name__}: {exc}"))
     return out, hashes, bad
 
@@ -266,35 +313,34 @@ def _decode_chunk(
 def _decode_all(
     source: _Source, names: list[str], size: int, workers: int, progress: bool
 ) -> tuple[np.ndarray, list[str], list[tuple[str, str]]]:
+    """Read files in order on this thread; decode chunks on ``workers`` threads."""
     from tqdm.auto import tqdm
 
     images = np.zeros((len(names), size, size, 3), dtype=np.uint8)
     hashes: list[str] = [""] * len(names)
     bad: list[tuple[str, str]] = []
-    chunk = 2000
-    starts = list(range(0, len(names), chunk))
+    chunk = 1000
     bar = tqdm(total=len(names), unit="img", desc="decoding", disable=not progress)
+    with cf.ThreadPoolExecutor(max(1, workers)) as pool:
+        pending: dict[cf.Future, int] = {}
 
-    def store(start: int, result: tuple[np.ndarray, list[str], list[tuple[str, str]]]) -> None:
-        arr, hs, bd = result
-        images[start : start + len(arr)] = arr
-        hashes[start : start + len(hs)] = hs
-        bad.extend(bd)
-        bar.update(len(arr))
+        def drain(limit: int) -> None:
+            while len(pending) > limit:
+                done, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
+                for fut in done:
+                    start = pending.pop(fut)
+                    arr, hs, bd = fut.result()
+                    images[start : start + len(arr)] = arr
+                    hashes[start : start + len(hs)] = hs
+                    bad.extend(bd)
+                    bar.update(len(arr))
 
-    if workers <= 1 or len(names) < PARALLEL_MIN_IMAGES:
-        for s in starts:
-            store(s, _decode_chunk(str(source.path), names[s : s + chunk], size))
-    else:
-        # spawn: the caller may hold Ray or torch threads, which fork would copy half-locked.
-        ctx = multiprocessing.get_context("spawn")
-        with cf.ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-            futures = {
-                pool.submit(_decode_chunk, str(source.path), names[s : s + chunk], size): s
-                for s in starts
-            }
-            for fut in cf.as_completed(futures):
-                store(futures[fut], fut.result())
+        for start in range(0, len(names), chunk):
+            part = names[start : start + chunk]
+            blobs = [source.read(n) for n in part]
+            pending[pool.submit(_decode_chunk, part, blobs, size)] = start
+            drain(2 * workers)  # bounded: at most a few chunks of bytes in memory
+        drain(0)
     bar.close()
     return images, hashes, bad
 

@@ -1,0 +1,88 @@
+"""Ingest benchmark: ``python benchmarks/ingest.py [--data ZIP] [--limit N] [--repeats R]``.
+
+Compares the project's ingest (parallel decode into the cache) with a plain loop that opens each
+image of the archive with PIL, on the same files, and times a cache hit (a second study's start).
+Prints medians over repeats and their ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import median_seconds, print_table  # noqa: E402
+
+from trainables.data import load_dataset  # noqa: E402
+
+DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifake-train.zip"
+
+
+def plain_pil_loop(path: Path) -> np.ndarray:
+    """The usual notebook: open every image with PIL, one after another."""
+    with zipfile.ZipFile(path) as zf:
+        names = [n for n in zf.namelist() if n.lower().endswith((".jpg", ".png"))]
+        return np.stack([np.asarray(Image.open(io.BytesIO(zf.read(n))).convert("RGB"))
+                         for n in names])
+
+
+def subset_zip(path: Path, limit: int, folder: Path) -> Path:
+    target = folder / f"subset-{limit}.zip"
+    per_class = limit // 2
+    taken: dict[str, int] = {}
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(target, "w") as dst:
+        for info in src.infolist():
+            cls = info.filename.split("/")[1] if info.filename.count("/") == 2 else ""
+            if info.is_dir() or not cls or taken.get(cls, 0) >= per_class:
+                continue
+            dst.writestr(info, src.read(info))
+            taken[cls] = taken.get(cls, 0) + 1
+    return target
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--data", type=Path, default=DEFAULT)
+    p.add_argument("--limit", type=int, default=0, help="use only N images (0 = all)")
+    p.add_argument("--repeats", type=int, default=3)
+    args = p.parse_args()
+    if not args.data.exists():
+        sys.exit(f"no data at {args.data}; pass --data with the CIFAKE zip")
+    work = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
+    data = subset_zip(args.data, args.limit, work) if args.limit else args.data
+
+    def cold() -> None:
+        cache = tempfile.mkdtemp(dir=work)  # a fresh cache each time: a real cold ingest
+        load_dataset(data, progress=False, cache_dir=cache)
+
+    # A study's driver has torch loaded before it ingests; load it here too, outside the timings,
+    # so its import (seconds, once per process) is not charged to the first ingest.
+    import torchvision.io  # noqa: F401
+
+    n = len(plain_pil_loop(data))
+    t_pil, _ = median_seconds(lambda: plain_pil_loop(data), args.repeats)
+    t_cold, _ = median_seconds(cold, args.repeats)
+    cache = tempfile.mkdtemp(dir=work)
+    load_dataset(data, progress=False, cache_dir=cache)
+    t_hit, _ = median_seconds(lambda: load_dataset(data, progress=False, cache_dir=cache),
+                              args.repeats)
+    print_table(
+        f"Ingest of {n:,} images from {data.name} ({os.cpu_count()} cores, median of "
+        f"{args.repeats})",
+        ["pipeline", "seconds", "images/s", "speed-up vs PIL loop"],
+        [["plain PIL loop (baseline)", t_pil, n / t_pil, 1.0],
+         ["load_dataset, cold cache", t_cold, n / t_cold, t_pil / t_cold],
+         ["load_dataset, cache hit", t_hit, n / t_hit, t_pil / t_hit]],
+    )
+
+
+if __name__ == "__main__":
+    main()
