@@ -1,0 +1,74 @@
+"""The seed papers' declared figures: every declaration checked by being registered.
+
+Usage: ``python -m pytest tests/test_results_paper_tables.py`` (seconds).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from results.paper_tables import PAPER_TABLES, PaperTable, paper_tables
+from results.schema import TRIALS
+from trainables.models import MODELS
+from trainables.registry import UnknownNameError
+
+TRIAL_COLUMNS = {f.name for f in TRIALS}
+DECLARED = [t for space in PAPER_TABLES.names() for t in paper_tables(space)]
+
+
+@pytest.mark.parametrize("table", DECLARED, ids=lambda t: t.source)
+def test_declared_table_names_our_models_and_columns(table: PaperTable) -> None:
+    for axis, keys in ((table.rows, table.row_keys), (table.cols, table.col_keys)):
+        assert axis == "metric" or axis in TRIAL_COLUMNS
+        for key in keys:
+            for ours in table.matches(key):
+                if axis == "model":
+                    assert ours in MODELS, f"{table.source}: {key!r} -> unregistered {ours!r}"
+                elif axis == "metric":
+                    assert ours in TRIAL_COLUMNS, f"{table.source}: {key!r} -> {ours!r}"
+                else:
+                    assert isinstance(ours, (int, float))
+    if "metric" not in (table.rows, table.cols):
+        assert table.metric in TRIAL_COLUMNS
+    assert all(0 <= v <= 1 for (r, c), v in table.values.items() if "Time" not in str(c))
+
+
+def test_every_seed_paper_space_is_declared() -> None:
+    assert PAPER_TABLES.names() == ["bartos_batch", "bartos_split", "iacob_genimage",
+                                    "kumar_resnet18", "prudhvi_resnet50", "purba_cnns"]
+    with pytest.raises(UnknownNameError, match="known paper spaces: bartos_batch"):
+        paper_tables("quickstart")
+
+
+def test_bartos_tables_hold_the_published_figures() -> None:
+    (split,) = paper_tables("bartos_split")
+    assert [split.values[(r, "ResNet")] for r in (0.70, 0.75, 0.80)] == [0.85, 0.89, 0.94]
+    assert set(split.matches("ResNet")) == {"resnet18_cifar", "resnet18"}
+    (batch,) = paper_tables("bartos_batch")
+    assert [batch.values[(b, "ResNet")] for b in (16, 32, 64, 128)] == [0.92, 0.91, 0.94, 0.93]
+    assert [batch.values[(b, "VAE")] for b in (16, 32, 64, 128)] == [0.69, 0.69, 0.71, 0.68]
+    assert batch.matches("VAE") == ("vae_detector",)
+
+
+def test_kumar_figures_follow_from_the_papers_confusion_matrices() -> None:
+    (table,) = paper_tables("kumar_resnet18")
+    for row, (tp, tn, fp, fn) in (("ResNet-18", (4703, 4955, 88, 254)),
+                                  ("Custom CNN", (4749, 4762, 281, 208))):
+        precision, recall = tp / (tp + fp), tp / (tp + fn)
+        expected = {"Accuracy": (tp + tn) / (tp + tn + fp + fn), "Precision": precision,
+                    "Recall": recall, "F1": 2 * precision * recall / (precision + recall)}
+        for col, value in expected.items():
+            assert table.values[(row, col)] == pytest.approx(value, abs=5e-5), (row, col)
+
+
+def test_purba_tables_3_and_4_are_both_declared() -> None:
+    t3, t4 = paper_tables("purba_cnns")
+    assert t3.values[("CNN #3", "Accuracy")] == 0.94 and t3.values[("VGG16", "Time (s)")] == 638.72
+    assert t4.values[("CNN #1", "F1")] == 0.53 and t4.values[("CNN #2", "mAP")] == 0.83
+    assert t3.matches("mAP") == ("test_ap",)
+
+
+def test_a_cell_outside_the_layout_is_rejected() -> None:
+    with pytest.raises(ValueError, match="outside the layout"):
+        PaperTable(space="x", source="s", rows="batch_size", cols="model", row_keys=(16,),
+                   col_keys=("a",), values={(32, "a"): 0.5}).validate()

@@ -1,0 +1,240 @@
+"""Result tables: schema round trip, merging studies and resumed studies, bad files, migration.
+
+Usage: ``python -m pytest tests/test_results_tables.py`` (no Ray; real Parquet and checkpoints).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import results
+from results.migrate import main as migrate_main
+from results.schema import KEYS, SCHEMA_VERSION, TABLE_KEY, TABLES, VERSION_KEY
+from results.sql import connect
+from results.tables import MergeError, SchemaError, TrialOutcome, config_key, write_study_tables
+from trainables.train import save_state
+
+IDS = [f"test/{c}/{i}.png" for c in ("REAL", "FAKE") for i in range(4)]
+LABELS = [0] * 4 + [1] * 4
+
+
+def outcome(root: Path, trial_id: str, *, epochs: int = 3, seed: int = 0, batch_size: int = 32,
+            accuracy: float = 0.75, scores: list[float] | None = None, labels: bool = True
+            ) -> TrialOutcome:
+    """A trial as a study ends with it: its reported history and a real checkpoint file."""
+    history = pd.DataFrame([{
+        "epoch": e, "train_loss": 1 / e, "val_loss": 1.1 / e, "val_accuracy": 0.5 + e / 10,
+        "best_epoch": e, "best_val_loss": 1.1 / e, "test_accuracy": accuracy, "test_auc": 0.8,
+        "threshold": 0.5, "train_seconds": float(e), "time_total_s": e + 1.0,
+        "images_per_second": 100.0 * e, "num_params": 1234, "n_train": 8, "n_val": 2,
+        "n_test": 8, "node": "node-a", "device": "cpu", "lr": 1e-3, "epoch_seconds": 1.0,
+        "stop_reason": "budget" if e == epochs else "", "restarts": 0,
+    } for e in range(1, epochs + 1)])
+    scores = scores if scores is not None else [0.1, 0.2, 0.3, 0.6, 0.4, 0.7, 0.8, 0.9]
+    folder = root / "checkpoints" / trial_id / f"checkpoint_{epochs:06d}"
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {"best": {"test_scores": np.array(scores, dtype=np.float32), "threshold": 0.5},
+             "test_ids": np.array(IDS)}
+    if labels:
+        state["test_labels"] = np.array(LABELS, dtype=np.int8)
+    save_state(state, str(folder / "checkpoint.pt"))
+    config = {"model": "small_cnn", "batch_size": batch_size, "epochs": epochs, "seed": seed}
+    return TrialOutcome(trial_id, config, history, None, str(folder))
+
+
+def info(name: str, created: str = "2025-01-02T03:04:05") -> dict:
+    """What study.run writes to study.json."""
+    return {"name": name, "space": {"name": "unit", "params": {}}, "overrides": {}, "seed": 0,
+            "data_fingerprint": "abc", "data_source": "/data", "data_report": {"layout": "cifake"},
+            "created": created, "versions": {"python": "3.x", "ray": "2.x", "torch": "2.y",
+                                             "platform": "test-os"}}
+
+
+def write(study_dir: Path, study: str, outcomes: list[TrialOutcome], **kw) -> list[str]:
+    kw.setdefault("info", info(study))
+    kw.setdefault("revision", "deadbeef")
+    return write_study_tables(str(study_dir), study, outcomes, **kw)[1]
+
+
+def test_every_table_round_trips_with_its_declared_schema_and_version(tmp_path: Path) -> None:
+    paths = write(tmp_path / "s", "s", [outcome(tmp_path, "t1"), outcome(tmp_path, "t2")],
+                  ended=dt.datetime(2025, 1, 2, 4, 0))
+    assert sorted(Path(p).name for p in paths) == sorted(f"{n}.parquet" for n in TABLES)
+    for name, schema in TABLES.items():
+        stored = pq.read_schema(tmp_path / "s" / f"{name}.parquet")
+        assert stored.metadata[VERSION_KEY] == str(SCHEMA_VERSION).encode()
+        assert stored.metadata[TABLE_KEY] == name.encode()
+        assert stored.remove_metadata().equals(schema), name
+    tables = results.load(tmp_path / "s")
+    trials = tables["trials"]
+    assert list(trials["trial_id"]) == ["t1", "t2"]
+    t1 = trials.iloc[0]
+    assert (t1["model"], t1["batch_size"], t1["epochs"], t1["seed"]) == ("small_cnn", 32, 3, 0)
+    assert (t1["epochs_run"], t1["stop_reason"], t1["status"]) == (3, "budget", "TERMINATED")
+    assert (t1["node"], t1["device"], t1["num_params"]) == ("node-a", "cpu", 1234)
+    assert t1["images_per_second"] == 200.0 and t1["wall_seconds"] == 4.0
+    assert t1["config_key"] == trials.iloc[1]["config_key"]  # same configuration
+    preds = tables["predictions"]
+    assert len(preds) == 16 and list(preds["image_id"][:8]) == IDS
+    assert list(preds["label"][:8]) == LABELS
+    assert list(preds["predicted"][:8]) == [0, 0, 0, 1, 0, 1, 1, 1]  # score >= 0.5
+    assert preds["score"].dtype == np.float32
+    study = tables["studies"].iloc[0]
+    assert (study["study"], study["space"], study["data_fingerprint"]) == ("s", "unit", "abc")
+    assert (study["code_revision"], study["platform"], study["torch_version"]) == (
+        "deadbeef", "test-os", "2.y")
+    assert study["started"] == pd.Timestamp("2025-01-02 03:04:05")
+    assert study["ended"] == pd.Timestamp("2025-01-02 04:00")
+    assert (study["n_trials"], study["n_terminated"], study["n_budget"]) == (2, 2, 2)
+    assert (study["nodes"], study["devices"]) == ("node-a", "cpu")
+
+
+def test_config_key_ignores_the_seed_and_numpy_scalars() -> None:
+    a = config_key({"model": "small_cnn", "batch_size": 32, "seed": 0})
+    assert a == config_key({"model": "small_cnn", "batch_size": 32, "seed": 5})
+    assert a != config_key({"model": "small_cnn", "batch_size": 64, "seed": 0})
+
+
+def test_resumed_study_written_twice_keeps_one_row_per_key(tmp_path: Path) -> None:
+    study = tmp_path / "s"
+    # The first write happens when the study is interrupted after two epochs of t1 ...
+    write(study, "s", [outcome(tmp_path, "t1", epochs=2), outcome(tmp_path, "t2")])
+    # ... the resumed study reports t1 again (finished) and a new t3, but not t2.
+    write(study, "s", [outcome(tmp_path, "t1", epochs=3, accuracy=0.9),
+                       outcome(tmp_path, "t3")])
+    tables = results.load(study)
+    trials = tables["trials"].set_index("trial_id")
+    assert sorted(trials.index) == ["t1", "t2", "t3"]
+    assert trials.loc["t1", "epochs_run"] == 3 and trials.loc["t1", "test_accuracy"] == 0.9
+    for name, keys in KEYS.items():
+        assert not tables[name].duplicated(list(keys)).any(), name
+    assert len(tables["epochs"]) == 9 and len(tables["predictions"]) == 24
+    assert len(tables["studies"]) == 1 and tables["studies"]["n_trials"].item() == 3
+
+
+def test_several_studies_merge_and_a_copy_adds_no_duplicates(tmp_path: Path) -> None:
+    write(tmp_path / "all" / "a", "a", [outcome(tmp_path, "t1"), outcome(tmp_path, "t2")])
+    write(tmp_path / "all" / "b", "b", [outcome(tmp_path, "t1")])
+    shutil.copytree(tmp_path / "all" / "a", tmp_path / "copy_of_a")
+    for source in ([tmp_path / "all" / "a", tmp_path / "all" / "b", tmp_path / "copy_of_a"],
+                   tmp_path / "all"):
+        tables = results.load(source)
+        assert sorted(zip(tables["trials"]["study"], tables["trials"]["trial_id"],
+                          strict=True)) == [("a", "t1"), ("a", "t2"), ("b", "t1")]
+        assert len(tables["epochs"]) == 9 and len(tables["predictions"]) == 24
+        assert sorted(tables["studies"]["study"]) == ["a", "b"]
+    con = connect([tmp_path / "all" / "a", tmp_path / "all" / "b", tmp_path / "copy_of_a"])
+    assert con.sql("SELECT count(*) FROM trials").fetchall()[0][0] == 3
+    assert con.sql("SELECT count(*) FROM predictions").fetchall()[0][0] == 24
+    assert con.sql("SELECT count(DISTINCT study) FROM studies").fetchall()[0][0] == 2
+
+
+def test_a_later_copy_of_a_study_wins_the_merge(tmp_path: Path) -> None:
+    write(tmp_path / "old", "s", [outcome(tmp_path, "t1", epochs=2)])
+    write(tmp_path / "new", "s", [outcome(tmp_path, "t1", epochs=3)])
+    trials = results.load([tmp_path / "old", tmp_path / "new"])["trials"]
+    assert len(trials) == 1 and trials["epochs_run"].item() == 3
+    con = connect([tmp_path / "old", tmp_path / "new"])
+    assert con.sql("SELECT epochs_run FROM trials").fetchall() == [(3,)]
+
+
+def test_two_different_studies_sharing_a_name_refuse_to_merge(tmp_path: Path) -> None:
+    write(tmp_path / "x", "same", [outcome(tmp_path, "t1")], info=info("same", "2025-01-01"))
+    write(tmp_path / "y", "same", [outcome(tmp_path, "t1")], info=info("same", "2025-02-01"))
+    with pytest.raises(MergeError, match="two different studies are both named 'same'"):
+        results.load([tmp_path / "x", tmp_path / "y"])
+
+
+def test_corrupt_parquet_file_gives_a_clear_error(tmp_path: Path) -> None:
+    write(tmp_path / "s", "s", [outcome(tmp_path, "t1")])
+    path = tmp_path / "s" / "trials.parquet"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])  # a write cut short
+    with pytest.raises(SchemaError, match=r"trials\.parquet is not a readable Parquet file"):
+        results.load(tmp_path / "s")
+    path.write_bytes(b"definitely not parquet")
+    with pytest.raises(SchemaError, match="corrupt"):
+        results.load(tmp_path / "s")
+
+
+def test_foreign_parquet_file_gives_a_clear_error(tmp_path: Path) -> None:
+    write(tmp_path / "s", "s", [outcome(tmp_path, "t1")])
+    pq.write_table(pa.table({"x": [1, 2]}), tmp_path / "s" / "epochs.parquet")
+    with pytest.raises(SchemaError, match="is not a study table"):
+        results.load(tmp_path / "s")
+    with pytest.raises(SchemaError, match="is not a study table"):
+        connect(tmp_path / "s")
+
+
+def test_a_table_saved_under_another_name_is_refused(tmp_path: Path) -> None:
+    write(tmp_path / "s", "s", [outcome(tmp_path, "t1")])
+    shutil.copy(tmp_path / "s" / "epochs.parquet", tmp_path / "s" / "trials.parquet")
+    with pytest.raises(SchemaError, match="holds the 'epochs' table, not 'trials'"):
+        results.load(tmp_path / "s")
+
+
+def test_a_folder_without_studies_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"holds no trials\.parquet"):
+        results.load(tmp_path)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        results.load(tmp_path / "missing")
+
+
+def _downgrade_to_v1(study: Path) -> None:
+    """Rewrite a study as schema v1 wrote it: trials without config_key, no new tables."""
+    for name in ("predictions", "studies"):
+        (study / f"{name}.parquet").unlink()
+    for name in ("trials", "epochs"):
+        table = pq.read_table(study / f"{name}.parquet")
+        if name == "trials":
+            table = table.drop(["config_key"])
+        meta = {VERSION_KEY: b"1", TABLE_KEY: name.encode()}
+        pq.write_table(table.replace_schema_metadata(meta), study / f"{name}.parquet")
+    (study / "study.json").write_text('{"name": "s", "schema_version": 1, "space": {"name": '
+                                      '"unit"}, "created": "2025-01-02T03:04:05"}')
+
+
+def test_older_schema_is_refused_with_the_fix_and_migrates(tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture) -> None:
+    study = tmp_path / "s"
+    write(study, "s", [outcome(tmp_path, "t1"), outcome(tmp_path, "t2", batch_size=64)])
+    keys = list(results.load(study)["trials"]["config_key"])
+    _downgrade_to_v1(study)
+    with pytest.raises(SchemaError, match=r"schema v1; this version reads v2: upgrade it with "
+                                          r"`python -m results.migrate"):
+        results.load(study)
+    assert migrate_main([str(study)]) == 0
+    tables = results.load(study)
+    assert list(tables["trials"]["config_key"]) == keys
+    assert len(tables["predictions"]) == 0  # v1 kept no labels: rebuilt on resume
+    assert tables["studies"]["space"].item() == "unit"
+    assert '"schema_version": 2' in (study / "study.json").read_text()
+    assert migrate_main([str(study)]) == 0
+    assert "already v2" in capsys.readouterr().out
+
+
+def test_checkpoint_without_labels_leaves_labels_null(tmp_path: Path) -> None:
+    write(tmp_path / "s", "s", [outcome(tmp_path, "t1", labels=False)])
+    preds = results.load(tmp_path / "s")["predictions"]
+    assert len(preds) == 8 and preds["label"].isna().all() and preds["score"].notna().all()
+
+
+def test_unreadable_checkpoint_warns_and_the_trial_keeps_its_row(tmp_path: Path) -> None:
+    bad = outcome(tmp_path, "t1")
+    (Path(bad.checkpoint_dir) / "checkpoint.pt").write_bytes(b"garbage")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        write(tmp_path / "s", "s", [bad, outcome(tmp_path, "t2")])
+    assert any("t1: cannot read its checkpoint" in str(w.message) for w in caught)
+    tables = results.load(tmp_path / "s")
+    assert len(tables["trials"]) == 2
+    assert set(tables["predictions"]["trial_id"]) == {"t2"}
