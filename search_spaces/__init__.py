@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from search_spaces.base import Asha, Param, Space, SpaceError, choice, grid, loguniform, uniform
+from search_spaces.base import (
+    Asha,
+    Param,
+    Space,
+    SpaceError,
+    choice,
+    grid,
+    loguniform,
+    per_model,
+    uniform,
+)
 from trainables.registry import Registry
 
 SPACES: Registry[Space] = Registry("space")
@@ -22,9 +32,21 @@ def space_names() -> list[str]:
 
 
 # Registration happens here, explicitly, so importing one space module has no hidden effects.
-from search_spaces import cifake_grid, quickstart  # noqa: E402
+from search_spaces import (  # noqa: E402
+    bartos_batch,
+    bartos_split,
+    cifake_grid,
+    cifake_tpe,
+    iacob_genimage,
+    kumar_resnet18,
+    prudhvi_resnet50,
+    purba_cnns,
+    quickstart,
+)
 
-for _module in (cifake_grid, quickstart):
+# The seed papers' protocols (one space per experiment), then the project's own studies.
+for _module in (bartos_split, bartos_batch, kumar_resnet18, purba_cnns, iacob_genimage,
+                prudhvi_resnet50, cifake_grid, cifake_tpe, quickstart):
     register_space(_module.SPACE)
 
 __all__ = [
@@ -37,6 +59,7 @@ __all__ = [
     "get_space",
     "grid",
     "loguniform",
+    "per_model",
     "space_names",
     "uniform",
 ]

@@ -3,6 +3,8 @@
 A ``Space`` names the hyperparameters it varies (``params``), the ones it fixes (``fixed``), how it
 searches (full grid, random sampling, or Optuna's TPE) and its ASHA early-stopping schedule.
 Every key is a ``TrainConfig`` field and every value is checked by building a ``TrainConfig``.
+A ``per_model`` value follows the trial's model (e.g. ImageNet weights only for the models that
+have them); it is not a dimension of the search and adds no trials.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 
 from trainables.config import ConfigError, TrainConfig
 
-KINDS = ("grid", "choice", "uniform", "loguniform", "randint")
+KINDS = ("grid", "choice", "uniform", "loguniform", "randint", "per_model")
 SEARCHES = ("grid", "random", "optuna_tpe")
 
 
@@ -26,7 +28,10 @@ class SpaceError(ValueError):
 
 @dataclass(frozen=True)
 class Param:
-    """One varied hyperparameter: ``grid``/``choice`` over ``values``, or a numeric range."""
+    """One varied hyperparameter: ``grid``/``choice`` over ``values``, or a numeric range.
+
+    ``per_model`` holds ``(model, value)`` pairs in ``values``: the value follows the model.
+    """
 
     kind: str
     values: tuple[Any, ...] = ()
@@ -37,6 +42,8 @@ class Param:
         """Values worth validating: every listed value, or the ends of a range."""
         if self.kind in ("grid", "choice"):
             return list(self.values)
+        if self.kind == "per_model":
+            return [value for _, value in self.values]
         return [self.low, self.high if self.kind != "randint" else int(self.high) - 1]
 
 
@@ -59,6 +66,12 @@ def loguniform(low: float, high: float) -> Param:
 def randint(low: int, high: int) -> Param:
     """Integers in [low, high)."""
     return Param("randint", low=low, high=high)
+
+
+def per_model(values: dict[str, Any]) -> Param:
+    """A value chosen by the trial's model, e.g. ``per_model({"resnet18": True, "iacob_cnn":
+    False})`` for ``pretrained``; every model the space can pick needs an entry."""
+    return Param("per_model", tuple(sorted(values.items())))
 
 
 @dataclass(frozen=True)
@@ -124,6 +137,9 @@ class Space:
                     fail(f"{key}: a range needs low < high, got [{p.low}, {p.high}]")
                 if p.kind == "loguniform" and p.low <= 0:
                     fail(f"{key}: loguniform needs low > 0")
+            if p.kind == "per_model":
+                self._check_per_model(key, p)
+                continue
             if self.search != "grid" and p.kind == "grid":
                 fail(f"{key}: grid values need search='grid'; use choice() with {self.search}")
             if self.search == "grid" and p.kind != "grid":
@@ -132,6 +148,7 @@ class Space:
             for value in p.candidates():
                 self._check({**self.fixed, key: value})
         self._check(dict(self.fixed))
+        self._check_pretrained()
         if self.asha is not None:
             if self.asha.grace_period < 1 or self.asha.reduction_factor < 2:
                 fail("ASHA needs grace_period >= 1 and reduction_factor >= 2")
@@ -139,6 +156,49 @@ class Space:
                 fail(f"ASHA grace_period {self.asha.grace_period} is not below the largest "
                      f"epochs budget {self.max_epochs()}; lower grace_period")
         return self
+
+    def _check_per_model(self, key: str, p: Param) -> None:
+        def fail(msg: str) -> None:
+            raise SpaceError(f"space {self.name!r}: {key}: {msg}")
+
+        if key == "model":
+            fail("per_model cannot choose the model itself; use grid() or choice()")
+        if self.search == "optuna_tpe":
+            # Optuna's search space has no values that depend on other values.
+            fail("per_model needs search='grid' or 'random'; fix the value or use choice()")
+        table = dict(p.values)
+        if not table or len(table) != len(p.values):
+            fail("per_model needs one entry per model, each model once")
+        models = self.models()
+        missing = [m for m in models if m not in table]
+        if missing:
+            fail(f"per_model has no value for model(s) {missing}; give one for each of {models}")
+        extra = sorted(set(table) - set(models))
+        if extra:
+            fail(f"per_model names model(s) {extra} that the space never picks; remove them")
+        for model in models:
+            self._check({**self.fixed, "model": model, key: table[model]})
+
+    def _check_pretrained(self) -> None:
+        """ImageNet weights only for models that have them (a trial would fail at its start)."""
+        from trainables.models import model_spec  # late: models import torch
+
+        for model in self.models():
+            wanted = self.values_for(model, "pretrained")
+            if any(bool(v) for v in wanted) and not model_spec(model).pretrained:
+                raise SpaceError(
+                    f"space {self.name!r}: model {model!r} has no pretrained weights but "
+                    "pretrained=True can reach it; set pretrained per model with "
+                    "per_model({...}) or fix pretrained=False")
+
+    def values_for(self, model: str, key: str) -> list[Any]:
+        """The values ``key`` can take in trials of ``model``."""
+        p = self.params.get(key)
+        if p is None:
+            return [self.fixed.get(key, getattr(TrainConfig, key))]
+        if p.kind == "per_model":
+            return [dict(p.values)[model]]
+        return p.candidates()
 
     def _check(self, values: dict[str, Any]) -> None:
         try:
@@ -152,6 +212,13 @@ class Space:
             return self
         params = {k: p for k, p in self.params.items() if k not in overrides}
         fixed = {**self.fixed, **overrides}
+        if "model" in overrides:
+            # One model left: a value that followed the model is now a constant.
+            for key, p in list(params.items()):
+                table = dict(p.values) if p.kind == "per_model" else {}
+                if overrides["model"] in table:
+                    fixed[key] = table[overrides["model"]]
+                    del params[key]
         space = dataclasses.replace(self, params=params, fixed=fixed)
         if space.asha and space.asha.grace_period >= space.max_epochs():
             space = dataclasses.replace(space, asha=None)  # budgets end before the first rung
@@ -171,20 +238,28 @@ class Space:
 
     def trial_count(self) -> int:
         if self.search == "grid":
-            return math.prod(len(p.values) for p in self.params.values()) * self.num_samples
+            return math.prod(len(p.values) for p in self.params.values()
+                             if p.kind == "grid") * self.num_samples
         return self.num_samples
 
     def grid_configs(self) -> list[dict[str, Any]]:
         """Every configuration of a grid space (used by dry runs and the tests)."""
         if self.search != "grid":
             raise SpaceError(f"space {self.name!r} samples with {self.search}; it has no grid")
-        keys = list(self.params)
+        keys = [k for k, p in self.params.items() if p.kind == "grid"]
+        follow = {k: dict(p.values) for k, p in self.params.items() if p.kind == "per_model"}
         combos = itertools.product(*(self.params[k].values for k in keys))
-        return [{**self.fixed, **dict(zip(keys, c, strict=True))} for c in combos]
+        configs = [{**self.fixed, **dict(zip(keys, c, strict=True))} for c in combos]
+        for config in configs:
+            model = config.get("model", TrainConfig.model)
+            config.update({k: table[model] for k, table in follow.items()})
+        return configs
 
     def models(self) -> list[str]:
         p = self.params.get("model")
-        return list(p.values) if p else [self.fixed.get("model", TrainConfig.model)]
+        if p is not None and p.kind in ("grid", "choice"):
+            return list(p.values)
+        return [self.fixed.get("model", TrainConfig.model)]
 
     # -- JSON ---------------------------------------------------------------------------------
     def to_json(self) -> str:
@@ -194,7 +269,9 @@ class Space:
     @classmethod
     def from_json(cls, text: str) -> Space:
         d = json.loads(text)
-        d["params"] = {k: Param(p["kind"], tuple(p["values"]), p["low"], p["high"])
-                       for k, p in d["params"].items()}
+        d["params"] = {
+            k: Param(p["kind"], tuple(tuple(v) if isinstance(v, list) else v
+                                      for v in p["values"]), p["low"], p["high"])
+            for k, p in d["params"].items()}
         d["asha"] = Asha(**d["asha"]) if d["asha"] else None
         return cls(**d).validate()

@@ -21,7 +21,22 @@ class TuneSetup:
     mode: str
 
 
+class FollowModel:
+    """``tune.sample_from`` callable: the value for the trial's (already resolved) model."""
+
+    def __init__(self, table: dict[str, Any]) -> None:
+        self.table = table
+
+    def __call__(self, spec: Any) -> Any:
+        return self.table[spec["config"]["model"]]
+
+    def __repr__(self) -> str:
+        return f"FollowModel({self.table!r})"
+
+
 def _domain(p: Param) -> Any:
+    if p.kind == "per_model":
+        return tune.sample_from(FollowModel(dict(p.values)))
     if p.kind == "grid":
         return tune.grid_search(list(p.values))
     if p.kind == "choice":
