@@ -11,11 +11,13 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime as dt
 import json
 import os
 import platform
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -28,10 +30,22 @@ from trainables.registry import UnknownNameError
 
 STUDY_FILE = "study.json"
 STUDY_FORMAT = 1  # layout of study.json and of the study directory
+# Exit codes of main(): 2 = the study cannot start (bad input); 3 = its storage failed mid-study.
+STORAGE_EXIT = 3
+# How often the driver checks that study.json is still in the storage (s): one stat, or one S3
+# HEAD request, so a vanished or swapped storage directory is noticed within this time.
+STORAGE_CHECK_S = 30.0
+# The write probe after a trial failure: big enough to fail on a nearly full disk, as a trial's
+# checkpoint would (small_cnn's is about 0.3 MB), small enough to cost nothing on S3.
+STORAGE_PROBE_BYTES = 1 << 20
 
 
 class StudyError(RuntimeError):
     """A study that cannot start or resume; the message says why and what to do."""
+
+
+class StorageFailure(RuntimeError):
+    """The study's storage stopped accepting writes mid-study; the message says how to resume."""
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -176,11 +190,122 @@ def _read_study_file(path: str) -> dict[str, Any] | None:
 def _write_study_file(path: str, info: dict[str, Any]) -> None:
     import pyarrow.fs as pafs
 
-    fs, base = (pafs.FileSystem.from_uri(path) if "://" in path
-                else (pafs.LocalFileSystem(), path))
-    fs.create_dir(base, recursive=True)
-    with fs.open_output_stream(f"{base}/{STUDY_FILE}") as f:
-        f.write(json.dumps(info, indent=1).encode())
+    try:
+        fs, base = (pafs.FileSystem.from_uri(path) if "://" in path
+                    else (pafs.LocalFileSystem(), path))
+        fs.create_dir(base, recursive=True)
+        with fs.open_output_stream(f"{base}/{STUDY_FILE}") as f:
+            f.write(json.dumps(info, indent=1).encode())
+    except OSError as exc:
+        raise StudyError(f"cannot write the study directory {path} ({type(exc).__name__}: "
+                         f"{exc}); check --storage and that it is writable") from None
+
+
+def storage_problem(path: str, write: bool = True) -> str | None:
+    """Why the study directory ``path`` cannot be used right now, or None when it can.
+
+    The study directory must still hold ``study.json`` (a missing one means the storage was
+    removed, unmounted or swapped); with ``write`` a probe file is written and removed again.
+    """
+    import pyarrow.fs as pafs
+
+    try:
+        fs, base = (pafs.FileSystem.from_uri(path) if "://" in path
+                    else (pafs.LocalFileSystem(), path))
+        if fs.get_file_info(f"{base}/{STUDY_FILE}").type != pafs.FileType.File:
+            return f"{path}/{STUDY_FILE} has disappeared"
+        if write:
+            probe = f"{base}/.storage-probe-{os.getpid()}"
+            try:
+                with fs.open_output_stream(probe) as f:
+                    f.write(bytes(STORAGE_PROBE_BYTES))
+            finally:
+                with contextlib.suppress(OSError):
+                    fs.delete_file(probe)
+    except OSError as exc:  # pyarrow's errors are OSErrors too
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def resume_command(args: argparse.Namespace, name: str) -> str:
+    """The command line that resumes this study (same data, storage, name and resources)."""
+    cmd = ["python", "-m", "study.run", "--space", args.space]
+    if args.data:
+        cmd += ["--data", args.data]
+    if args.image_size:
+        cmd += ["--image-size", str(args.image_size)]
+    if args.skip_bad:
+        cmd.append("--skip-bad")
+    cmd += ["--storage", args.storage, "--name", name]
+    if args.address:
+        cmd += ["--address", args.address]
+    if args.cpus_per_trial != 1.0:
+        cmd += ["--cpus-per-trial", f"{args.cpus_per_trial:g}"]
+    if args.gpus_per_trial is not None:
+        cmd += ["--gpus-per-trial", f"{args.gpus_per_trial:g}"]
+    for pair in args.set:
+        cmd += ["--set", pair]
+    return shlex.join([*cmd, "--resume"])
+
+
+def storage_failure(args: argparse.Namespace, name: str, path: str, problem: str
+                    ) -> StorageFailure:
+    return StorageFailure(
+        f"the study's storage failed: {problem}.\nThe study was stopped; the trials' last "
+        f"checkpoints and the last experiment state saved in {path} are kept. Once "
+        f"{args.storage} accepts writes again (free space, remount it, restore its permissions "
+        f"or credentials), continue the study with:\n  {resume_command(args, name)}")
+
+
+def storage_guard(path: str) -> Any:
+    """A Tune callback that stops the study as soon as its storage fails.
+
+    Without it, every trial would fail in turn on its next checkpoint upload, be retried, fail
+    again and be recorded as ERROR; and a resume does not rerun errored trials. Stopping at the
+    first failure leaves the trials unfinished in the last saved state, so ``--resume``
+    continues them from their checkpoints. A trial failure with healthy storage is left to
+    Tune's retries (``--max-failures``).
+    """
+    from ray import tune
+
+    class StorageGuard(tune.Callback):
+        def __init__(self) -> None:
+            self.last_check = time.monotonic()
+
+        def check(self, write: bool) -> None:
+            self.last_check = time.monotonic()
+            problem = storage_problem(path, write=write)
+            if problem:
+                raise StorageFailure(problem)
+
+        def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any
+                             ) -> None:
+            self.check(write=True)
+
+        def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any
+                           ) -> None:
+            self.check(write=True)
+
+        def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+            if time.monotonic() - self.last_check >= STORAGE_CHECK_S:
+                self.check(write=False)
+
+    return StorageGuard()
+
+
+def _storage_failure_in(exc: BaseException) -> str | None:
+    """The problem a StorageGuard raised, found in the chain of exceptions Tune wrapped it in."""
+    seen: set[int] = set()
+    stack: list[BaseException | None] = [exc]
+    while stack:
+        e = stack.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, StorageFailure):
+            return str(e)
+        stack += [e.__cause__, e.__context__]
+    return None
 
 
 def check_resumable(info: dict[str, Any] | None, path: str, data: ImageSet) -> None:
@@ -257,6 +382,7 @@ def run(args: argparse.Namespace) -> int:
                 max_report_frequency=30, sort_by_metric=True,
             ),
             verbose=0 if args.quiet else 1,
+            callbacks=[storage_guard(path)],
         )
         if args.resume:
             tuner = tune.Tuner.restore(path, trainable=fn, resume_unfinished=True,
@@ -276,14 +402,24 @@ def run(args: argparse.Namespace) -> int:
                     metric=setup.metric, mode=setup.mode, scheduler=setup.scheduler,
                     search_alg=setup.search_alg, num_samples=setup.num_samples,
                     max_concurrent_trials=args.max_concurrent,
+                    # A finished trial's worker takes the next trial of the same resources:
+                    # no new process, no torch import, the data set already mapped.
+                    reuse_actors=True,
                 ),
                 run_config=run_config,
             )
         t0 = time.perf_counter()
-        grid = tuner.fit()
-        wall = time.perf_counter() - t0
-        outcomes = [TrialOutcome.from_result(r) for r in grid]
-        trials, paths = write_study_tables(path, name, outcomes)
+        try:
+            grid = tuner.fit()
+            wall = time.perf_counter() - t0
+            outcomes = [TrialOutcome.from_result(r) for r in grid]
+            trials, paths = write_study_tables(path, name, outcomes)
+        except Exception as exc:
+            # A storage failure surfaces as whatever Tune or pyarrow made of it; name it.
+            problem = _storage_failure_in(exc) or storage_problem(path)
+            if problem:
+                raise storage_failure(args, name, path, problem) from exc
+            raise
     finally:
         if started_ray:
             ray.shutdown()
@@ -329,6 +465,9 @@ def main(argv: list[str] | None = None) -> int:
     except (UnknownNameError, SpaceError, ConfigError, DataError, StudyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except StorageFailure as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return STORAGE_EXIT
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ every epoch with a self-describing checkpoint (model, optimizer, epoch, config, 
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import tempfile
@@ -55,4 +56,10 @@ def trainable(config: dict[str, Any], data: ImageSet) -> None:
             save_state({**state(), "restarts": restarts}, os.path.join(folder, CHECKPOINT_FILE))
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
-    train(cfg, data, device=trial_device(), resume=resume, on_epoch=report)
+    try:
+        train(cfg, data, device=trial_device(), resume=resume, on_epoch=report)
+    finally:
+        # The worker may be reused for the next trial: hand its GPU memory back now.
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
