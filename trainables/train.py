@@ -25,7 +25,7 @@ from torch import nn
 
 from trainables.config import ConfigError, TrainConfig
 from trainables.data import ImageSet, make_splits
-from trainables.loader import Preprocess, batches, to_device_uint8
+from trainables.loader import Preprocess, batches, resident_images
 from trainables.metrics import best_threshold, classification_metrics
 from trainables.models import AnomalyDetector, count_parameters, create_model, model_spec
 
@@ -64,8 +64,10 @@ class _Run:
             self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         labels = torch.from_numpy(data.labels)
-        self.x = {k: to_device_uint8(data.images[getattr(self.splits, k)], device)
-                  for k in ("train", "val", "test")}
+        # One resident copy of the images (shared on the CPU); splits are index tensors.
+        self.images = resident_images(data.images, device)
+        self.index = {k: torch.from_numpy(getattr(self.splits, k)).to(device)
+                      for k in ("train", "val", "test")}
         self.y = {k: labels[getattr(self.splits, k)].to(device) for k in ("train", "val", "test")}
         self.test_ids = data.manifest["path"].to_numpy()[self.splits.test]
         self.test_labels = data.labels[self.splits.test].astype(np.int8)  # 0 REAL, 1 FAKE
@@ -127,6 +129,10 @@ class _Run:
         self.train_seconds = state["train_seconds"]
 
     # -- one epoch ---------------------------------------------------------------------------
+    def batch(self, split: str, idx: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, 3, H, W) images of positions ``idx`` within ``split``."""
+        return self.images[self.index[split][idx]].permute(0, 3, 1, 2)
+
     def _autocast(self) -> Any:
         return torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
                               enabled=self.amp_dtype is not None)
@@ -147,9 +153,9 @@ class _Run:
         self.model.train()
         total, count = 0.0, 0
         start = time.perf_counter()
-        x_all, y_all = self.x["train"], self.y["train"]
+        y_all = self.y["train"]
         for idx in batches(len(y_all), cfg.batch_size, True, gen, self.device):
-            x = self.prep_train(x_all[idx], gen)
+            x = self.prep_train(self.batch("train", idx), gen)
             y = y_all[idx]
             with self._autocast():
                 loss = self._loss(x, y)
@@ -173,10 +179,10 @@ class _Run:
     def evaluate(self, split: str) -> tuple[float, np.ndarray]:
         """(mean loss, scores) over one split; scores are P(FAKE) or anomaly scores."""
         self.model.eval()
-        x_all, y_all = self.x[split], self.y[split]
+        y_all = self.y[split]
         losses, scores = [], []
         for idx in batches(len(y_all), max(self.config.batch_size, 256), False, None, self.device):
-            x, y = self.prep_eval(x_all[idx]), y_all[idx]
+            x, y = self.prep_eval(self.batch(split, idx)), y_all[idx]
             with self._autocast():
                 if self.anomaly:
                     losses.append(self.model.loss(x, y).float() * len(idx))
@@ -228,7 +234,9 @@ def train(
             test = classification_metrics(run.y["test"].cpu().numpy(), test_scores, threshold)
             run.best = {
                 "val_loss": val_loss, "epoch": run.epoch, "threshold": threshold,
-                "weights": copy.deepcopy(run.model.state_dict()) if config.patience else None,
+                # Kept whether or not patience is on: the test metrics describe these weights,
+                # so evaluations, robustness and explanations of a trial must use them too.
+                "weights": copy.deepcopy(run.model.state_dict()),
                 "metrics": {**{f"best_val_{k}": v for k, v in val.items()},
                             **{f"test_{k}": v for k, v in test.items()}},
                 "test_scores": test_scores.astype(np.float32),
@@ -283,9 +291,19 @@ def load_state(path: str, map_location: str | torch.device = "cpu") -> dict[str,
 
 
 def model_from_state(state: dict[str, Any]) -> nn.Module:
-    """Rebuild the trained model from a checkpoint (its config names the architecture)."""
+    """Rebuild the trained model from a checkpoint (its config names the architecture).
+
+    The best epoch's weights when the checkpoint holds them (``weights_of``), else the last.
+    """
     config = TrainConfig.from_dict(state["config"])
     model = create_model(config.model)
-    weights = state["best"].get("weights") or state["model"]
-    model.load_state_dict(weights)
+    model.load_state_dict(state["best"].get("weights") or state["model"])
     return model.eval()
+
+
+def weights_of(state: dict[str, Any]) -> str:
+    """"best" when ``model_from_state`` restores the best epoch's weights, else "last".
+
+    Checkpoints written before best weights were always kept hold them only with patience on.
+    """
+    return "best" if (state.get("best") or {}).get("weights") else "last"
