@@ -6,7 +6,6 @@ every epoch with a self-describing checkpoint (model, optimizer, epoch, config, 
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import tempfile
@@ -41,6 +40,11 @@ def trial_device() -> str:
 def trainable(config: dict[str, Any], data: ImageSet) -> None:
     """Tune function trainable; ``data`` arrives once per node through ``tune.with_parameters``."""
     logging.getLogger("ray").setLevel(logging.WARNING)  # not a line per saved checkpoint
+    # With reuse_actors, Tune hands this worker the next trial only once this function has
+    # unwound from the report at which the scheduler stopped it; its default 2 s wait is
+    # too short on a loaded node, and a reset that times out fails the next trial. Read by
+    # FunctionTrainable.reset_config in this worker process.
+    os.environ["TUNE_FUNCTION_THREAD_TIMEOUT_S"] = "60"
     cfg = TrainConfig.from_dict(config)
     resume = None
     restarts = 0
@@ -60,6 +64,5 @@ def trainable(config: dict[str, Any], data: ImageSet) -> None:
         train(cfg, data, device=trial_device(), resume=resume, on_epoch=report)
     finally:
         # The worker may be reused for the next trial: hand its GPU memory back now.
-        gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
