@@ -1,4 +1,5 @@
-"""Figures of studies as PNG (matplotlib, Agg): curves, metric vs a hyperparameter, CMs, ROC.
+"""Figures of studies as PNG (matplotlib, Agg): curves, metric vs a hyperparameter, CMs, ROC,
+accuracy under perturbations (``robustness_figure``, drawn by ``python -m study.robustness``).
 
 Usage:
     python -m results.figures studies/grid1 -o figures/        # every figure as a PNG
@@ -153,6 +154,64 @@ def roc_curves(predictions: pd.DataFrame, trials: pd.DataFrame, refs: list[str] 
            xlim=(0, 1), ylim=(0, 1.01), aspect="equal")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.12), frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def robustness_figure(rows: pd.DataFrame, title: str = "") -> Figure:
+    """Accuracy (solid) and ROC AUC (dashed) of one trial under each perturbation family.
+
+    ``rows`` are one trial's rows of the ``robustness`` table; the clean score is each panel's
+    first point and a grey line, chance (0.5) a dotted one.
+    """
+    clean = rows[rows["perturbation"] == "none"]
+    clean_acc = float(clean["accuracy"].iloc[0]) if len(clean) else float("nan")
+    clean_auc = float(clean["auc"].iloc[0]) if len(clean) else float("nan")
+    panels = [
+        ("JPEG re-compression", ["jpeg"], "quality (100 = clean)", lambda v: v, 100.0),
+        ("rescale and back", ["rescale"], "scale factor (1 = clean)", lambda v: v, 1.0),
+        ("Gaussian noise", ["noise"], "sigma on 0-255 (0 = clean)", lambda v: v, 0.0),
+        ("attacks (FGSM, PGD)", ["fgsm", "pgd"], "eps x 255 (0 = clean)", lambda v: v * 255,
+         0.0),
+    ]
+    fig = Figure(figsize=(13, 3.9), dpi=DPI)
+    axes = fig.subplots(1, len(panels), sharey=True)
+    colors = {"jpeg": "C0", "rescale": "C1", "noise": "C2", "fgsm": "C3", "pgd": "C4"}
+    for ax, (name, kinds, xlabel, to_x, clean_x) in zip(axes, panels, strict=True):
+        for kind in kinds:
+            r = rows[rows["perturbation"] == kind].sort_values("strength")
+            if not len(r):
+                continue
+            xs = [clean_x, *to_x(r["strength"]).tolist()]
+            order = np.argsort(xs)
+            xs = np.asarray(xs)[order]
+            acc = np.asarray([clean_acc, *r["accuracy"]])[order]
+            auc = np.asarray([clean_auc, *r["auc"]])[order]
+            label = kind.upper() if len(kinds) > 1 else "accuracy"
+            marker = "s" if kind == "pgd" else "o"  # FGSM and PGD often coincide
+            ax.plot(xs, acc, "-" + marker, color=colors[kind], ms=6 if kind == "fgsm" else 4,
+                    mfc="none" if kind == "fgsm" else None, label=label)
+            ax.plot(xs, auc, "--", color=colors[kind], alpha=0.6,
+                    label=f"{label} AUC" if len(kinds) > 1 else "ROC AUC")
+        if kinds == ["jpeg"]:
+            ax.invert_xaxis()  # stronger compression to the right, as on the other panels
+        if kinds == ["rescale"]:
+            ax.set_xscale("log", base=2)
+            ticks = sorted({1.0, *rows.loc[rows["perturbation"] == "rescale", "strength"]})
+            ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        ax.axhline(clean_acc, color="0.6", lw=1)
+        ax.axhline(0.5, color="0.6", lw=1, ls=":")
+        ax.set(title=name, xlabel=xlabel, ylim=(-0.02, 1.02))
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, loc="best")
+        else:
+            ax.text(0.5, 0.5, "not run", ha="center", va="center", transform=ax.transAxes,
+                    color="0.5")
+    axes[0].set_ylabel("accuracy (solid), ROC AUC (dashed)")
+    n = int(rows["n_images"].iloc[0]) if len(rows) else 0
+    fig.suptitle(f"{title}  (n={n} test images; grey: clean accuracy, dotted: chance)",
+                 fontsize=10)
     fig.tight_layout()
     return fig
 

@@ -8,7 +8,11 @@ columns that identify a row: merging studies (or a study and its resumed copy) k
 key.
 
 Versions: 1 = ``trials`` and ``epochs``; 2 adds ``trials.config_key`` and the ``predictions`` and
-``studies`` tables (``python -m results.migrate <study_dir>`` upgrades a v1 study).
+``studies`` tables (``python -m results.migrate <study_dir>`` upgrades a v1 study). Within v2 the
+analysis tables ``evaluations``, ``eval_predictions`` and ``robustness`` were added without
+changing any existing column: a study without them reads them as empty, so no version bump.
+``cross_generator`` is not a table of one study: ``study.cross_generator`` writes it to its own
+folder (``OTHER_TABLES``).
 """
 
 from __future__ import annotations
@@ -129,7 +133,95 @@ STUDIES = pa.schema(
     ]
 )
 
-TABLES = {"trials": TRIALS, "epochs": EPOCHS, "predictions": PREDICTIONS, "studies": STUDIES}
+_METRICS = [pa.field(m, _metric_type(m)) for m in METRIC_NAMES]  # as trials' test_* columns
+
+# One row per trial and evaluation set: ``python -m study.evaluate`` scored the trial's checkpoint
+# on every image (both splits) of another data source.
+EVALUATIONS = pa.schema(
+    [
+        pa.field("study", pa.string()),
+        pa.field("trial_id", pa.string()),
+        pa.field("eval_set", pa.string()),  # --name, default the data folder's or zip's name
+        pa.field("model", pa.string()),
+        pa.field("weights", pa.string()),  # best (the epoch test_* describe) | last
+        pa.field("data_source", pa.string()),
+        pa.field("data_fingerprint", pa.string()),
+        pa.field("data_layout", pa.string()),
+        pa.field("image_size", pa.int64()),  # pixels at ingest (centre crop and resize)
+        pa.field("n_images", pa.int64()),
+        pa.field("n_real", pa.int64()),
+        pa.field("n_fake", pa.int64()),
+        pa.field("threshold", pa.float64()),  # the trial's own; never re-tuned on the eval set
+        *_METRICS,
+        pa.field("evaluated", pa.timestamp("us")),
+    ]
+)
+
+# One row per trial, evaluation set and image of that set.
+EVAL_PREDICTIONS = pa.schema(
+    [
+        pa.field("study", pa.string()),
+        pa.field("trial_id", pa.string()),
+        pa.field("eval_set", pa.string()),
+        pa.field("image_id", pa.string()),  # the image's manifest path in the eval source
+        pa.field("generator", pa.string()),  # tiny-GenImage generator folder, else ""
+        pa.field("split", pa.string()),  # the image's split in the eval source
+        pa.field("label", pa.int8()),  # 0 REAL, 1 FAKE
+        pa.field("score", pa.float32()),  # P(FAKE), or the anomaly score
+        pa.field("predicted", pa.int8()),  # score >= the trial's threshold
+    ]
+)
+
+# One row per trial, perturbation and strength, on the study's common test set.
+ROBUSTNESS = pa.schema(
+    [
+        pa.field("study", pa.string()),
+        pa.field("trial_id", pa.string()),
+        pa.field("model", pa.string()),
+        pa.field("weights", pa.string()),
+        # none | jpeg | rescale | noise | fgsm | pgd
+        pa.field("perturbation", pa.string()),
+        # JPEG quality; scale factor; noise sigma on 0-255; attack eps in [0, 1] pixel space
+        pa.field("strength", pa.float64()),
+        pa.field("condition", pa.string()),  # readable, e.g. "PGD eps 4/255"
+        pa.field("pgd_steps", pa.int64()),
+        pa.field("n_images", pa.int64()),
+        pa.field("mean_score", pa.float64()),
+        pa.field("threshold", pa.float64()),
+        *_METRICS,
+        pa.field("data_fingerprint", pa.string()),
+        pa.field("evaluated", pa.timestamp("us")),
+    ]
+)
+
+# Train on one generator, test on each (``python -m study.cross_generator``); long form: the
+# matrix is ``pivot(index="trained_on", columns="tested_on", values="accuracy")`` per encoding.
+CROSS_GENERATOR = pa.schema(
+    [
+        pa.field("encoding", pa.string()),  # original | jpeg (every image re-encoded)
+        pa.field("jpeg_quality", pa.int64()),  # null for original
+        pa.field("trained_on", pa.string()),
+        pa.field("tested_on", pa.string()),
+        pa.field("model", pa.string()),
+        pa.field("seed", pa.int64()),
+        pa.field("config", pa.string()),  # JSON of the TrainConfig every cell was trained with
+        pa.field("data_source", pa.string()),
+        pa.field("data_fingerprint", pa.string()),
+        pa.field("n_train", pa.int64()),  # training images of trained_on (validation excluded)
+        pa.field("n_images", pa.int64()),  # test images of tested_on
+        pa.field("threshold", pa.float64()),
+        *_METRICS,
+        pa.field("train_seconds", pa.float64()),
+    ]
+)
+
+# The tables of a study directory; ``study.run`` writes RUN_TABLES, the analysis commands the rest.
+TABLES = {"trials": TRIALS, "epochs": EPOCHS, "predictions": PREDICTIONS, "studies": STUDIES,
+          "evaluations": EVALUATIONS, "eval_predictions": EVAL_PREDICTIONS,
+          "robustness": ROBUSTNESS}
+RUN_TABLES = ("trials", "epochs", "predictions", "studies")
+OTHER_TABLES = {"cross_generator": CROSS_GENERATOR}
+SCHEMAS = {**TABLES, **OTHER_TABLES}
 
 # The columns identifying a row of each table (merges keep the last row per key).
 KEYS = {
@@ -137,4 +229,11 @@ KEYS = {
     "epochs": ("study", "trial_id", "epoch"),
     "predictions": ("study", "trial_id", "image_id"),
     "studies": ("study",),
+    "evaluations": ("study", "trial_id", "eval_set"),
+    "eval_predictions": ("study", "trial_id", "eval_set", "image_id"),
+    "robustness": ("study", "trial_id", "perturbation", "strength"),
 }
+OTHER_KEYS = {"cross_generator": ("encoding", "trained_on", "tested_on")}
+# Rows within the first n key columns keep the order they were written in (image order, or the
+# order of the robustness conditions) instead of being sorted on the whole key.
+ORDERED_PREFIX = {"predictions": 2, "eval_predictions": 3, "robustness": 2}

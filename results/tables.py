@@ -5,6 +5,8 @@ Usage:
     tables = results.load(["studies/a", "studies/b"])     # several, merged without duplicates
     tables = results.load("studies")                      # every study directory in a folder
     tables["trials"], tables["epochs"], tables["predictions"], tables["studies"]  # DataFrames
+    tables["evaluations"], tables["eval_predictions"], tables["robustness"]  # empty until the
+    # analysis commands (study.evaluate, study.robustness) have written them
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import io
 import json
 import math
 import os
+import re
 import tempfile
 import warnings
 from collections.abc import Iterable, Sequence
@@ -31,7 +34,10 @@ import pyarrow.parquet as pq
 from results.schema import (
     EPOCHS,
     KEYS,
+    ORDERED_PREFIX,
+    RUN_TABLES,
     SCHEMA_VERSION,
+    SCHEMAS,
     TABLE_KEY,
     TABLES,
     TRIALS,
@@ -41,6 +47,7 @@ from trainables.config import ConfigError, TrainConfig
 from trainables.metrics import METRIC_NAMES
 
 CHECKPOINT_FILE = "checkpoint.pt"  # as trainables.tune_adapter names it
+CHECKPOINT_DIR = re.compile(r"^checkpoint_(\d+)$")  # Tune's numbering of a trial's checkpoints
 PathLike = str | os.PathLike[str]
 
 
@@ -76,7 +83,7 @@ def _column(values: pd.Series, type_: pa.DataType) -> pa.Array:
 
 def to_table(df: pd.DataFrame, name: str) -> pa.Table:
     """Conform ``df`` to the declared schema: missing columns become nulls, types are cast."""
-    schema = TABLES[name]
+    schema = SCHEMAS[name]
     df = df.reset_index(drop=True)
     columns = {}
     for f in schema:
@@ -91,7 +98,7 @@ def to_table(df: pd.DataFrame, name: str) -> pa.Table:
 
 def empty(name: str) -> pd.DataFrame:
     """A table with no rows and every declared column."""
-    return TABLES[name].empty_table().to_pandas()
+    return SCHEMAS[name].empty_table().to_pandas()
 
 
 def write_table(df: pd.DataFrame, name: str, study_dir: str) -> str:
@@ -206,8 +213,8 @@ def merge(name: str, parts: Iterable[pd.DataFrame]) -> pd.DataFrame:
     df = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
     keys = list(KEYS[name])
     df = df.drop_duplicates(keys, keep="last")
-    # Predictions keep the checkpoint's image order within a trial.
-    order = keys[:2] if name == "predictions" else keys
+    # Predictions keep the checkpoint's image order within a trial (see ORDERED_PREFIX).
+    order = keys[: ORDERED_PREFIX.get(name, len(keys))]
     return df.sort_values(order, kind="stable", ignore_index=True)
 
 
@@ -353,20 +360,68 @@ class TrialOutcome:
         """The trial's last checkpoint state, or None (with a warning) when it cannot be read."""
         if not self.checkpoint_dir:
             return None
-        path = self.checkpoint_dir.rstrip("/") + "/" + CHECKPOINT_FILE
         try:
-            import torch  # late: only writing predictions needs it
-
-            fs, local = (self.checkpoint_fs, path) if self.checkpoint_fs else _filesystem(path)
-            with fs.open_input_file(local) as f:
-                blob = f.read()
-            # The checkpoint is the study's own (trainables.train.save_state), not foreign input.
-            return torch.load(io.BytesIO(blob), map_location="cpu", weights_only=False)
+            return read_checkpoint_file(self.checkpoint_dir, self.checkpoint_fs)
         except Exception as exc:  # any unreadable checkpoint: warn, go on
+            path = self.checkpoint_dir.rstrip("/") + "/" + CHECKPOINT_FILE
             warnings.warn(f"trial {self.trial_id}: cannot read its checkpoint {path} "
                           f"({type(exc).__name__}: {exc}); it gets no predictions rows",
                           stacklevel=2)
             return None
+
+
+def read_checkpoint_file(checkpoint_dir: str, fs: pafs.FileSystem | None = None
+                         ) -> dict[str, Any]:
+    """The state in ``<checkpoint_dir>/checkpoint.pt`` (local, URI, or a path on ``fs``)."""
+    import torch  # late: only predictions and the analysis commands need it
+
+    path = checkpoint_dir.rstrip("/") + "/" + CHECKPOINT_FILE
+    fs, local = (fs, path) if fs else _filesystem(path)
+    with fs.open_input_file(local) as f:
+        blob = f.read()
+    # The checkpoint is the study's own (trainables.train.save_state), not foreign input.
+    return torch.load(io.BytesIO(blob), map_location="cpu", weights_only=False)
+
+
+def _reported_trial_id(fs: pafs.FileSystem, folder: str) -> str | None:
+    """The ``trial_id`` a Tune trial folder's result.json reports on its first line."""
+    path = f"{folder}/result.json"
+    if fs.get_file_info(path).type != pafs.FileType.File:
+        return None
+    with fs.open_input_stream(path) as f:
+        first = f.read(1 << 20).split(b"\n", 1)[0]
+    try:
+        return str(json.loads(first).get("trial_id") or "") or None
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        return None
+
+
+def trial_checkpoint(study_dir: str, trial_id: str) -> tuple[str, pafs.FileSystem] | None:
+    """(folder, filesystem) of the newest checkpoint of a trial in a study directory, or None.
+
+    Tune writes ``<study_dir>/<trainable>_<trial_id>_<n>_<params>_<date>/checkpoint_<NNNNNN>/``
+    and hands the newest to the study as ``result.checkpoint`` (``TrialOutcome.checkpoint_dir``);
+    this finds the same folder afterwards, from the files alone. Every checkpoint holds the best
+    weights and test scores so far, so the newest is the one to use.
+    """
+    fs, base = _filesystem(str(study_dir))
+    if fs.get_file_info(base).type != pafs.FileType.Directory:
+        raise FileNotFoundError(f"{study_dir} does not exist")
+    children = [i for i in fs.get_file_info(pafs.FileSelector(base))
+                if i.type == pafs.FileType.Directory]
+    mine = [c for c in children if f"_{trial_id}_" in c.base_name]
+    if not mine:  # a folder renamed or named otherwise: ask each trial's result.json
+        mine = [c for c in children if _reported_trial_id(fs, c.path) == trial_id]
+    found = []
+    for folder in mine:
+        for entry in fs.get_file_info(pafs.FileSelector(folder.path)):
+            match = CHECKPOINT_DIR.match(entry.base_name)
+            if (entry.type == pafs.FileType.Directory and match and fs.get_file_info(
+                    f"{entry.path}/{CHECKPOINT_FILE}").type == pafs.FileType.File):
+                found.append((int(match.group(1)), entry.path))
+    if not found:
+        return None
+    return max(found)[1], fs
 
 
 def prediction_frame(study: str, trial_id: str, state: dict[str, Any]) -> pd.DataFrame:
@@ -434,8 +489,24 @@ def write_study_tables(
     if merge_existing:
         studies = merge("studies", [_existing(study_dir, "studies"), studies])
     new["studies"] = studies
-    paths = [write_table(new[name], name, study_dir) for name in TABLES]
+    # Only the tables a run owns: evaluations and robustness rows survive a resume untouched.
+    paths = [write_table(new[name], name, study_dir) for name in RUN_TABLES]
     return new["trials"], paths
+
+
+def replace_rows(study_dir: str, name: str, df: pd.DataFrame, by: Sequence[str]) -> str:
+    """Write table ``name`` of a study with ``df`` replacing every row that shares its ``by``.
+
+    E.g. ``by=("study", "trial_id", "eval_set")`` makes evaluating a trial on a set again replace
+    that evaluation's rows instead of adding to them. Returns the table's path.
+    """
+    study_dir = str(study_dir)
+    old = _existing(study_dir, name)
+    if old is not None and len(old) and len(df):
+        keys = df[list(by)].drop_duplicates().assign(_replaced=True)
+        hit = old[list(by)].merge(keys, on=list(by), how="left")["_replaced"].notna()
+        old = old[~hit.to_numpy()]
+    return write_table(merge(name, [old, df]), name, study_dir)
 
 
 def error_message(error: BaseException | None) -> str | None:

@@ -77,3 +77,35 @@ def tiny_study(ray_session, tiny_data: Path, tmp_path_factory: pytest.TempPathFa
                  "--name", "tiny", "--set", "epochs=3", "--set", "image_size=16", "--quiet"])
     assert code == 0
     return storage / "tiny"
+
+
+@pytest.fixture
+def study_copy(tiny_study: Path, tmp_path: Path) -> Path:
+    """A copy of the tiny study for tests that write into it (the session's stays pristine)."""
+    import shutil
+
+    return Path(shutil.copytree(tiny_study, tmp_path / "tiny"))
+
+
+@pytest.fixture(scope="session")
+def trained_states(tiny_data: Path) -> dict:
+    """Checkpoint states trained in-process (no Ray) on the tiny data, by model name.
+
+    small_cnn reaches test accuracy 1.0 in 8 epochs, so attacks and explanations have a model
+    that is right to start with; vae_detector is the anomaly detector.
+    """
+    from trainables.config import TrainConfig
+    from trainables.data import load_dataset
+    from trainables.train import train
+
+    data = load_dataset(tiny_data, progress=False)
+    out: dict = {}
+    for model, epochs, lr in (("small_cnn", 8, 3e-3), ("vae_detector", 3, 1e-3)):
+
+        def keep_last(metrics: dict, state, model: str = model) -> None:
+            if metrics["stop_reason"]:
+                out[model] = state()
+
+        config = TrainConfig(model=model, epochs=epochs, batch_size=16, lr=lr, image_size=16)
+        train(config, data, device="cpu", on_epoch=keep_last)
+    return out

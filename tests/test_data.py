@@ -12,7 +12,14 @@ import pytest
 from conftest import generated_image, smooth_image, write_cifake_folder
 from PIL import Image
 
-from trainables.data import DataError, describe, load_dataset, make_splits
+from trainables.data import (
+    DataError,
+    describe,
+    fingerprint_of,
+    load_dataset,
+    make_splits,
+    select_generators,
+)
 
 
 def zip_folder(folder: Path, target: Path, wrap: str = "") -> Path:
@@ -178,3 +185,42 @@ def test_impossible_split_ratio_for_tiny_pool_is_an_error(tmp_path: Path) -> Non
     data = load_dataset(root, progress=False)
     with pytest.raises(DataError, match="validation"):
         make_splits(data, 0.9, 0)
+
+
+def _genimage(root: Path, generators: tuple[str, ...] = ("adm", "sdv4", "wukong")) -> Path:
+    rng = np.random.default_rng(1)
+    for gen in generators:
+        for split in ("train", "val"):
+            for cls, make in (("nature", smooth_image), ("ai", generated_image)):
+                folder = root / gen / split / cls
+                folder.mkdir(parents=True)
+                for i in range(2):
+                    Image.fromarray(make(rng, 16)).save(folder / f"{i}.png")
+    return root
+
+
+def test_select_generators_keeps_both_splits_of_the_named_generators(tmp_path: Path) -> None:
+    data = load_dataset(_genimage(tmp_path / "g"), progress=False)
+    two = select_generators(data, ["wukong", "adm"])
+    assert set(two.manifest["generator"]) == {"adm", "wukong"} and len(two) == 16
+    assert set(two.manifest["split"]) == {"train", "test"}
+    rows = np.flatnonzero(data.manifest["generator"].isin(["adm", "wukong"]))
+    assert np.array_equal(two.images, data.images[rows])  # source order, images aligned
+    assert two.manifest["path"].tolist() == data.manifest["path"].iloc[rows].tolist()
+
+
+def test_select_generators_errors_list_the_known_generators(
+    tmp_path: Path, tiny_data: Path
+) -> None:
+    data = load_dataset(_genimage(tmp_path / "g"), progress=False)
+    with pytest.raises(DataError, match=r"unknown generator\(s\) \['midjourney'\].*adm, sdv4"):
+        select_generators(data, ["adm", "midjourney"])
+    with pytest.raises(DataError, match="names no generators"):
+        select_generators(load_dataset(tiny_data, progress=False), ["adm"])
+
+
+def test_fingerprint_of_equals_the_ingest_fingerprint_without_decoding(tiny_data: Path) -> None:
+    for size, skip in ((None, False), (16, False), (None, True)):
+        data = load_dataset(tiny_data, image_size=size, skip_bad=skip, progress=False)
+        assert fingerprint_of(tiny_data, size, skip) == data.fingerprint
+    assert fingerprint_of(tiny_data, 16) != fingerprint_of(tiny_data)

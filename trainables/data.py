@@ -17,8 +17,8 @@ import concurrent.futures as cf
 import hashlib
 import io
 import json
-import os
 import mmap
+import os
 import shutil
 import struct
 import tempfile
@@ -305,7 +305,7 @@ def _decode_chunk(
                     raise ValueError("not an image file (unknown extension)")
                 decoded[i] = _decode_other(blob)
             out[i] = _fit(decoded[i], size)
-        except Exception as exc:  # noqa: BLE001 - any decoder failure is a bad file, reported
+        except Exception as exc:
             bad.append((name, f"{type(exc).__name__}: {exc}"))
     return out, hashes, bad
 
@@ -349,13 +349,21 @@ def _decode_all(
 # Public API
 
 
-def fingerprint_of(path: str | os.PathLike[str], image_size: int | None = None) -> str:
-    source = _Source(Path(path).resolve())
-    listing = sorted(source.listing())
-    h = hashlib.sha256(f"v{CACHE_FORMAT}:{image_size}".encode())
+def _fingerprint(listing: list[tuple[str, str]], image_size: int | None, skip_bad: bool) -> str:
+    h = hashlib.sha256(f"v{CACHE_FORMAT}:{image_size}:{skip_bad}".encode())
     for rel, ident in listing:
         h.update(f"{rel}\0{ident}\n".encode())
     return h.hexdigest()[:20]
+
+
+def fingerprint_of(path: str | os.PathLike[str], image_size: int | None = None,
+                   skip_bad: bool = False) -> str:
+    """The fingerprint ``load_dataset(path, image_size, skip_bad)`` gives, without decoding.
+
+    Lets a later command check that a study's data source is still the data it trained on.
+    """
+    source = _Source(Path(path).expanduser().resolve())
+    return _fingerprint(sorted(source.listing()), image_size, skip_bad)
 
 
 def load_dataset(
@@ -377,10 +385,7 @@ def load_dataset(
         raise DataError(f"data path {path} does not exist; pass a folder, a .zip, or 'sample'")
     source = _Source(path)
     listing = sorted(source.listing())
-    h = hashlib.sha256(f"v{CACHE_FORMAT}:{image_size}:{skip_bad}".encode())
-    for rel, ident in listing:
-        h.update(f"{rel}\0{ident}\n".encode())
-    fingerprint = h.hexdigest()[:20]
+    fingerprint = _fingerprint(listing, image_size, skip_bad)
     cache = Path(cache_dir) if cache_dir else cache_root() / "ingest"
     entry_dir = cache / fingerprint
     if (entry_dir / "meta.json").exists():
@@ -561,3 +566,20 @@ def subset(data: ImageSet, rows: Iterable[int]) -> ImageSet:
     rows = np.asarray(list(rows))
     return ImageSet(data.images[rows], data.manifest.iloc[rows].reset_index(drop=True),
                     data.fingerprint, data.source, data.layout, data.report)
+
+
+def select_generators(data: ImageSet, names: Iterable[str]) -> ImageSet:
+    """The images of the named generators (tiny-GenImage layout), both splits, in source order.
+
+    An unknown name, or a source without generators, raises ``DataError`` listing the known ones.
+    """
+    names = list(dict.fromkeys(names))
+    known = sorted(g for g in data.manifest["generator"].unique() if g)
+    if not known:
+        raise DataError(f"{data.source} ({data.layout} layout) names no generators; "
+                        "only the tiny-GenImage layout <generator>/{train,val}/{ai,nature}/ does")
+    unknown = [n for n in names if n not in known]
+    if unknown or not names:
+        raise DataError(f"unknown generator(s) {unknown or names}; {data.source} holds "
+                        f"{', '.join(known)}")
+    return subset(data, np.flatnonzero(data.manifest["generator"].isin(names).to_numpy()))

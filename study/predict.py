@@ -1,0 +1,97 @@
+"""The probability that images are AI-generated, from a trained trial: ``python -m study.predict``.
+
+Usage:
+    python -m study.predict photo.jpg --study studies/grid1                # --trial best
+    python -m study.predict photos/ --study studies/grid1 --trial 3f2a1_00004 --out preds.csv
+
+Prints one row per image: its path, p_fake (the model's probability of FAKE; an anomaly
+detector prints its anomaly score instead, which is not a probability) and the label at the
+trial's threshold. Images are centre-cropped and resized as the study's training images were at
+ingest (--image-size overrides), then preprocessed as the trial's model expects.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import pandas as pd
+
+from study.checkpoints import (
+    USER_ERRORS,
+    add_common_args,
+    ingest_size,
+    load_trial_state,
+    resolve_trials,
+    study_info,
+)
+from trainables.data import CLASS_NAMES
+from trainables.inference import Detector, list_images, read_images
+from trainables.models import model_spec
+
+
+def predict(paths_arg: str, study_dir: str, trial: str, image_size: int | None = None,
+            skip_bad: bool = False, device: str | None = None
+            ) -> tuple[pd.DataFrame, Detector, str, list]:
+    """(table, detector, trial id, bad files) for an image file or a folder of them."""
+    (ref,) = resolve_trials(study_dir, [trial])
+    detector = Detector.from_state(load_trial_state(ref), device)
+    size = (image_size or ingest_size(study_info(study_dir))
+            or detector.config.image_size or model_spec(detector.config.model).resolution)
+    images, paths, bad = read_images(list_images(paths_arg), size, skip_bad)
+    scores = detector.scores(images)
+    table = pd.DataFrame({
+        "path": [str(p) for p in paths],
+        detector.score_name: scores.astype(float),
+        "label": [CLASS_NAMES[k] for k in detector.predict(scores)],
+    })
+    return table, detector, ref.trial_id, bad
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m study.predict", description=__doc__.split(
+        "\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("path", help="an image file or a folder (searched recursively)")
+    p.add_argument("--study", required=True, help="the study directory (<storage>/<name>)")
+    p.add_argument("--trial", default="best", help="a trial id, or 'best' (the default)")
+    p.add_argument("--out", help="also write the table as CSV to this path")
+    p.add_argument("--image-size", type=int,
+                   help="ingest size in pixels (default: the study's own ingest size)")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="leave out unreadable files (listed) instead of failing")
+    add_common_args(p)
+    return p.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> int:
+    table, detector, trial_id, bad = predict(args.path, args.study, args.trial,
+                                             args.image_size, args.skip_bad, args.device)
+    with pd.option_context("display.width", 200, "display.max_rows", 10_000,
+                           "display.max_colwidth", 120, "display.float_format",
+                           "{:.4f}".format):
+        print(table.to_string(index=False))
+    fake = int((table["label"] == "FAKE").sum())
+    what = ("anomaly score, not a probability" if detector.anomaly
+            else "P(FAKE)")
+    print(f"\n{len(table)} image(s): {fake} FAKE, {len(table) - fake} REAL; trial {trial_id} "
+          f"({detector.config.model}, {detector.weights} weights), {detector.score_name} = "
+          f"{what}, threshold {detector.threshold:.4g}")
+    for path, error in bad:
+        print(f"skipped {path}: {error}", file=sys.stderr)
+    if args.out:
+        table.to_csv(args.out, index=False)
+        print(f"wrote {args.out}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        return run(args)
+    except USER_ERRORS as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
