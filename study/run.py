@@ -6,6 +6,10 @@ Usage:
     python -m study.run --space cifake_grid --data archive.zip --dry-run
     python -m study.run --space cifake_grid --data archive.zip --name grid1 --storage s3://b/studies
     python -m study.run --space cifake_grid --name grid1 --resume ...   # after a crash or Ctrl-C
+
+Exit codes: 0 the study ran (crashed trials are ERROR rows); 2 it cannot start or resume (bad
+input, named in the message); 3 its storage failed mid-study (the message gives the command that
+resumes it once the storage works again).
 """
 
 from __future__ import annotations
@@ -14,10 +18,12 @@ import argparse
 import contextlib
 import dataclasses
 import datetime as dt
+import hashlib
 import json
 import os
 import platform
 import shlex
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -45,7 +51,14 @@ class StudyError(RuntimeError):
 
 
 class StorageFailure(RuntimeError):
-    """The study's storage stopped accepting writes mid-study; the message says how to resume."""
+    """The study's storage stopped accepting writes mid-study; the message says how to resume.
+
+    ``staging`` is Tune's driver-side copy of the experiment folder, when the guard knew it.
+    """
+
+    def __init__(self, problem: str, staging: str | None = None) -> None:
+        super().__init__(problem)
+        self.staging = staging
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -248,13 +261,53 @@ def resume_command(args: argparse.Namespace, name: str) -> str:
     return shlex.join([*cmd, "--resume"])
 
 
-def storage_failure(args: argparse.Namespace, name: str, path: str, problem: str
-                    ) -> StorageFailure:
+def rescue_dir(path: str) -> Path:
+    """Where this machine keeps Tune's experiment state of the study at ``path`` when its
+    storage fails: a write cut short by the failure can leave the copy there unreadable."""
+    from trainables.data import cache_root
+
+    return cache_root() / "rescued-state" / hashlib.sha1(path.encode()).hexdigest()[:16]
+
+
+def rescue_state(path: str, staging: str | None) -> Path | None:
+    """Copy Tune's driver-side experiment folder (experiment and searcher state, every trial's
+    logs; no checkpoints, which only the storage holds) to ``rescue_dir(path)``."""
+    if not staging or not os.path.isdir(staging):
+        return None
+    target = rescue_dir(path)
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(staging, target)
+    return target
+
+
+def restore_rescued_state(path: str) -> Path | None:
+    """Before a resume: put a rescued experiment state back into the study directory.
+
+    The rescue is taken when the storage fails, after which the study writes nothing more
+    there, so it is the newest state; it is removed once uploaded.
+    """
+    import pyarrow.fs as pafs
+
+    source = rescue_dir(path)
+    if not source.is_dir():
+        return None
+    fs, base = (pafs.FileSystem.from_uri(path) if "://" in path
+                else (pafs.LocalFileSystem(), path))
+    pafs.copy_files(str(source), base, source_filesystem=pafs.LocalFileSystem(),
+                    destination_filesystem=fs)
+    shutil.rmtree(source)
+    return source
+
+
+def storage_failure(args: argparse.Namespace, name: str, path: str, problem: str,
+                    rescued: Path | None) -> StorageFailure:
+    kept = (f" Tune's latest experiment state was copied to {rescued} on this machine; the "
+            "command below puts it back first, so run it here." if rescued else "")
     return StorageFailure(
-        f"the study's storage failed: {problem}.\nThe study was stopped; the trials' last "
-        f"checkpoints and the last experiment state saved in {path} are kept. Once "
-        f"{args.storage} accepts writes again (free space, remount it, restore its permissions "
-        f"or credentials), continue the study with:\n  {resume_command(args, name)}")
+        f"the study's storage failed at {path}: {problem}.\nThe study was stopped; the "
+        f"trials' last checkpoints in the storage are kept.{kept} Once {args.storage} accepts "
+        "writes again (free space, remount it, restore its permissions or credentials), "
+        f"continue the study with:\n  {resume_command(args, name)}")
 
 
 def storage_guard(path: str) -> Any:
@@ -272,29 +325,31 @@ def storage_guard(path: str) -> Any:
         def __init__(self) -> None:
             self.last_check = time.monotonic()
 
-        def check(self, write: bool) -> None:
+        def check(self, trials: list, write: bool) -> None:
             self.last_check = time.monotonic()
             problem = storage_problem(path, write=write)
             if problem:
-                raise StorageFailure(problem)
+                # Tune writes its state on the driver first, then copies it to the storage.
+                staging = trials[0].storage.experiment_driver_staging_path if trials else None
+                raise StorageFailure(problem, staging)
 
         def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any
                              ) -> None:
-            self.check(write=True)
+            self.check(trials, write=True)
 
         def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any
                            ) -> None:
-            self.check(write=True)
+            self.check(trials, write=True)
 
         def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
             if time.monotonic() - self.last_check >= STORAGE_CHECK_S:
-                self.check(write=False)
+                self.check(trials, write=False)
 
     return StorageGuard()
 
 
-def _storage_failure_in(exc: BaseException) -> str | None:
-    """The problem a StorageGuard raised, found in the chain of exceptions Tune wrapped it in."""
+def _storage_failure_in(exc: BaseException) -> StorageFailure | None:
+    """The StorageFailure a guard raised, found in the chain of exceptions Tune wrapped it in."""
     seen: set[int] = set()
     stack: list[BaseException | None] = [exc]
     while stack:
@@ -303,7 +358,7 @@ def _storage_failure_in(exc: BaseException) -> str | None:
             continue
         seen.add(id(e))
         if isinstance(e, StorageFailure):
-            return str(e)
+            return e
         stack += [e.__cause__, e.__context__]
     return None
 
@@ -385,6 +440,13 @@ def run(args: argparse.Namespace) -> int:
             callbacks=[storage_guard(path)],
         )
         if args.resume:
+            try:
+                rescued = restore_rescued_state(path)
+            except OSError as exc:
+                raise storage_failure(args, name, path, f"{type(exc).__name__}: {exc}",
+                                      rescue_dir(path)) from exc
+            if rescued:
+                print(f"restored the experiment state kept in {rescued} when the storage failed")
             tuner = tune.Tuner.restore(path, trainable=fn, resume_unfinished=True,
                                        resume_errored=False)
         else:
@@ -416,9 +478,11 @@ def run(args: argparse.Namespace) -> int:
             trials, paths = write_study_tables(path, name, outcomes)
         except Exception as exc:
             # A storage failure surfaces as whatever Tune or pyarrow made of it; name it.
-            problem = _storage_failure_in(exc) or storage_problem(path)
+            guarded = _storage_failure_in(exc)
+            problem = str(guarded) if guarded else storage_problem(path)
             if problem:
-                raise storage_failure(args, name, path, problem) from exc
+                rescued = rescue_state(path, guarded.staging if guarded else None)
+                raise storage_failure(args, name, path, problem, rescued) from exc
             raise
     finally:
         if started_ray:
