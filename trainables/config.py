@@ -41,7 +41,7 @@ class TrainConfig:
     image_size: int = 0
     pretrained: bool = False
     seed: int = 0
-    # GPU-only speed settings; ignored on the CPU.
+    # Speed settings: AMP applies on a GPU only; channels_last on every device.
     amp: bool = True
     channels_last: bool = True
     compile: bool = False

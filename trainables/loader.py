@@ -67,10 +67,12 @@ class Preprocess:
         if x.shape[-1] != self.size or x.shape[-2] != self.size:
             x = F.interpolate(x, size=(self.size, self.size), mode="bilinear",
                               align_corners=False, antialias=x.shape[-1] > self.size)
-        mean = torch.tensor(self.mean, device=x.device).view(1, 3, 1, 1)
-        std = torch.tensor(self.std, device=x.device).view(1, 3, 1, 1)
+        if self.mean != (0.0, 0.0, 0.0) or self.std != (1.0, 1.0, 1.0):
+            mean = torch.tensor(self.mean, device=x.device).view(1, 3, 1, 1)
+            std = torch.tensor(self.std, device=x.device).view(1, 3, 1, 1)
+            x = (x - mean) / std
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
-        return ((x - mean) / std).contiguous(memory_format=fmt)
+        return x.contiguous(memory_format=fmt)
 
 
 def augment(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:

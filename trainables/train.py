@@ -58,7 +58,9 @@ class _Run:
         if len(self.splits.train) < 2:
             raise ConfigError("the training split holds fewer than two images")
         cuda = device.type == "cuda"
-        self.channels_last = config.channels_last and cuda
+        # channels_last pays on the CPU too: oneDNN convolutions skip their layout reorders
+        # (1.1-3x faster training steps for the 32 px CNNs, benchmarks/train_throughput.py).
+        self.channels_last = config.channels_last
         self.amp_dtype = None
         if config.amp and cuda:
             self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
