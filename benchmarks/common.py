@@ -8,7 +8,9 @@ from collections.abc import Callable
 from typing import Any
 
 
-def median_seconds(fn: Callable[[], Any], repeats: int, warmup: int = 0) -> tuple[float, list[float]]:
+def median_seconds(
+    fn: Callable[[], Any], repeats: int, warmup: int = 0
+) -> tuple[float, list[float]]:
     for _ in range(warmup):
         fn()
     times = []

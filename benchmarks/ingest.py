@@ -19,9 +19,9 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import median_seconds, print_table  # noqa: E402
+from common import median_seconds, print_table
 
-from trainables.data import load_dataset  # noqa: E402
+from trainables.data import load_dataset
 
 DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifake-train.zip"
 

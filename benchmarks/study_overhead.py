@@ -18,17 +18,17 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import print_table  # noqa: E402
+from common import print_table
 
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 
-import ray  # noqa: E402
-from ray import tune  # noqa: E402
+import ray
+from ray import tune
 
-from trainables.data import load_dataset  # noqa: E402
-from trainables.sample import build_sample  # noqa: E402
-from trainables.tune_adapter import trainable  # noqa: E402
+from trainables.data import load_dataset
+from trainables.sample import build_sample
+from trainables.tune_adapter import trainable
 
 
 def run_study(data, trials: int, epochs: int, reuse: bool, storage: str) -> tuple[float, list]:

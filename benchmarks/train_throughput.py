@@ -23,13 +23,13 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import print_table  # noqa: E402
+from common import print_table
 
-from trainables.config import TrainConfig  # noqa: E402
-from trainables.data import load_dataset, subset  # noqa: E402
-from trainables.models import IMAGENET_MEAN, IMAGENET_STD, create_model, model_spec  # noqa: E402
-from trainables.sample import build_sample  # noqa: E402
-from trainables.train import _Run  # noqa: E402
+from trainables.config import TrainConfig
+from trainables.data import load_dataset, subset
+from trainables.models import IMAGENET_MEAN, IMAGENET_STD, create_model, model_spec
+from trainables.sample import build_sample
+from trainables.train import _Run
 
 SMALL = "small_cnn,purba_cnn1,purba_cnn2,purba_cnn3,iacob_cnn"
 

@@ -12,8 +12,9 @@ then trial id): chosen on validation, never on the test set it is then scored on
 from __future__ import annotations
 
 import argparse
+import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -217,3 +218,14 @@ def figure_dir(study_dir: str, out: str | None) -> Path:
 # Errors a command reports as "error: ..." with exit status 2 (bad input, not a bug).
 USER_ERRORS = (TrialError, DataError, SchemaError, FileNotFoundError, ConfigError,
                UnknownNameError)
+
+
+def run_command(parse_args: Callable[[list[str] | None], argparse.Namespace],
+                run: Callable[[argparse.Namespace], int], argv: list[str] | None) -> int:
+    """The shared ``main`` of the trial commands: a user error is one line and exit code 2."""
+    args = parse_args(argv)
+    try:
+        return run(args)
+    except USER_ERRORS as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

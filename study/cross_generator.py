@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 
 from results.tables import write_table
-from study.checkpoints import USER_ERRORS, resolve_source
+from study.checkpoints import resolve_source, run_command
 from study.run import parse_overrides
 from trainables.config import TrainConfig
 from trainables.data import DataError, ImageSet, describe, load_dataset, select_generators
@@ -172,12 +172,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        return run(args)
-    except USER_ERRORS as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return run_command(parse_args, run, argv)
 
 
 if __name__ == "__main__":

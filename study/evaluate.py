@@ -26,13 +26,13 @@ import pandas as pd
 from results.schema import KEYS
 from results.tables import replace_rows
 from study.checkpoints import (
-    USER_ERRORS,
     TrialRef,
     add_common_args,
     ingest_size,
     load_trial_state,
     resolve_source,
     resolve_trials,
+    run_command,
     study_info,
 )
 from trainables.data import ImageSet, describe, load_dataset
@@ -136,12 +136,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        return run(args)
-    except USER_ERRORS as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return run_command(parse_args, run, argv)
 
 
 if __name__ == "__main__":

@@ -22,13 +22,13 @@ from matplotlib.figure import Figure
 
 from results.figures import DPI, save
 from study.checkpoints import (
-    USER_ERRORS,
     TrialError,
     add_common_args,
     figure_dir,
     load_study_data,
     load_trial_state,
     resolve_trials,
+    run_command,
     test_set_of,
 )
 from trainables.data import CLASS_NAMES
@@ -124,12 +124,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        return run(args)
-    except USER_ERRORS as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return run_command(parse_args, run, argv)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Pre-fetch ImageNet weights into the torch hub cache: ``python -m study.fetch_weights [MODEL...]``.
+"""Pre-fetch ImageNet weights into the torch hub cache: ``python -m study.fetch_weights [MODEL]``.
 
 Run it once on a machine with network access (or every cluster node's image build); trials then
 load weights from the cache (``$TORCH_HOME/hub/checkpoints``) and never download during a study.

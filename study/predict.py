@@ -18,11 +18,11 @@ import sys
 import pandas as pd
 
 from study.checkpoints import (
-    USER_ERRORS,
     add_common_args,
     ingest_size,
     load_trial_state,
     resolve_trials,
+    run_command,
     study_info,
 )
 from trainables.data import CLASS_NAMES
@@ -85,12 +85,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        return run(args)
-    except USER_ERRORS as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return run_command(parse_args, run, argv)
 
 
 if __name__ == "__main__":

@@ -24,12 +24,12 @@ import pandas as pd
 from results.figures import robustness_figure, save
 from results.tables import replace_rows
 from study.checkpoints import (
-    USER_ERRORS,
     add_common_args,
     figure_dir,
     load_study_data,
     load_trial_state,
     resolve_trials,
+    run_command,
     stratified_limit,
     study_info,
     test_set_of,
@@ -112,12 +112,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        return run(args)
-    except USER_ERRORS as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return run_command(parse_args, run, argv)
 
 
 if __name__ == "__main__":

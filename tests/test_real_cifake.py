@@ -14,7 +14,7 @@ from trainables.train import train
 
 pytestmark = pytest.mark.skipif(
     not CIFAKE_ZIP.exists(),
-    reason=f"the CIFAKE training split is not at {CIFAKE_ZIP} (it is not shipped with the project)",
+    reason=f"the CIFAKE training split is not at {CIFAKE_ZIP} (the project does not ship it)",
 )
 PER_CLASS = 1500
 
