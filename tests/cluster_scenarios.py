@@ -294,14 +294,15 @@ def spread(workdir: Path, data: Path | None) -> dict[str, Any]:
     for name, log in logs.items():
         pids = sorted({r["pid"] for r in log["rows"]})
         trials[name] = {"lr": log["params"]["lr"], "pids": pids,
-                        "nodes": sorted({actors[p]["node"] for p in pids}),
+                        # The GCS may already have dropped a dead actor's entry.
+                        "nodes": sorted({actors[p]["node"] for p in pids if p in actors}),
                         "hostname": sorted({r["hostname"] for r in log["rows"]}),
                         "failures_logged": log["failures_logged"],
                         "error_txt": log["error_txt"]}
     # Lifetimes of the actors of trials that reported (one actor each): a failed attempt's
     # actor may still be dying while its retry starts in the same placement group.
     per_node: dict[str, list[tuple[float, float]]] = {}
-    for pid in {p for t in trials.values() for p in t["pids"]}:
+    for pid in {p for t in trials.values() for p in t["pids"]} & set(actors):
         a = actors[pid]
         per_node.setdefault(a["node"], []).append((a["start"], a["end"]))
     verdict = {
