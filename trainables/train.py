@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from sklearn.metrics import roc_auc_score
 from torch import nn
 
 from trainables.config import ConfigError, TrainConfig
@@ -228,6 +229,12 @@ def train(
         run.train_seconds += seconds
         val_loss, val_scores = run.evaluate("val")
         val_labels = run.y["val"].cpu().numpy()
+        if run.anomaly and hasattr(run.model, "direction") and len(set(val_labels)) == 2:
+            # Polarity with the threshold, on validation: an anomaly score that ranks fakes
+            # below reals (AUC < 0.5) is flipped, in the model, so test and later scoring agree.
+            if roc_auc_score(val_labels, val_scores) < 0.5:
+                run.model.direction.mul_(-1)
+                val_scores = -val_scores
         threshold = best_threshold(val_labels, val_scores) if run.anomaly else 0.5
         val = classification_metrics(val_labels, val_scores, threshold)
         improved = val_loss < run.best["val_loss"]

@@ -310,6 +310,9 @@ class ConvVAE(nn.Module):
                 dec.append(nn.ReLU(inplace=True))
             cin = w
         self.decoder = nn.Sequential(*dec)  # Bernoulli logits of every pixel
+        # Polarity of the anomaly score, set on the validation set with the threshold (see
+        # ``score``); a buffer, so checkpoints and every later scoring use the same one.
+        self.register_buffer("direction", torch.tensor(1.0))
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mu, logvar = self.encoder(x).chunk(2, dim=1)
@@ -346,11 +349,18 @@ class ConvVAE(nn.Module):
         return self.neg_elbo(x[real]).mean()
 
     def score(self, x: torch.Tensor) -> torch.Tensor:
-        """Anomaly score (N,): negative ELBO at the posterior mean; higher = more likely FAKE."""
+        """Anomaly score (N,): negative ELBO at the posterior mean; higher = more likely FAKE.
+
+        ``direction`` flips it when generated images are *better* explained by the model of real
+        ones than real images are (fakes decoded by an autoencoder are smoother than photos, so
+        a VAE of photos reconstructs them more easily): the classic failure of one-sided
+        reconstruction scores. The training loop sets it on the validation set, where the
+        threshold is also fitted, and reports it.
+        """
         was_training = self.training
         self.eval()  # the posterior mean, not a sample
         try:
-            return self.neg_elbo(x)
+            return self.direction * self.neg_elbo(x)
         finally:
             self.train(was_training)
 
