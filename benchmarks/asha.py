@@ -45,6 +45,7 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--data", default="sample")
     p.add_argument("--images", type=int, default=6000, help="CIFAKE subset size (--data cifake)")
+    p.add_argument("--gpus-per-trial", type=float, default=None, help="GPU variant")
     args = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-asha-"))
     data = str(cifake_subset(args.images, work)) if args.data == "cifake" else args.data
@@ -52,8 +53,10 @@ def main() -> None:
     for name, asha in (("full", None), ("asha", Asha(grace_period=2, reduction_factor=2))):
         SPACES.add(f"bench_{name}", Space(f"bench_{name}", "benchmark", PARAMS,
                                           fixed={"split_ratio": 0.8}, asha=asha))
+        gpu = [] if args.gpus_per_trial is None else ["--gpus-per-trial",
+                                                       str(args.gpus_per_trial)]
         code = run_study(["--space", f"bench_{name}", "--data", data, "--storage", str(work),
-                          "--name", name, "--quiet"])
+                          "--name", name, "--quiet", *gpu])
         assert code == 0
         out[name] = results.load(work / name)["trials"]
     full, asha = out["full"], out["asha"]

@@ -72,6 +72,9 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--images", type=int, default=0, help="CIFAKE images (0 = all)")
     p.add_argument("--trials", default="1,2", help="concurrent trials to measure")
+    p.add_argument("--gpus-per-trial", type=float, default=0.0,
+                   help="GPU variant: host memory with trials on GPUs (device memory is per "
+                   "trial by design: the whole uint8 set lives on each trial's device)")
     args = p.parse_args()
     data = load_dataset(CIFAKE if CIFAKE.exists() else build_sample(), progress=False)
     if args.images and args.images < len(data):
@@ -86,7 +89,7 @@ def main() -> None:
         fn = tune.with_parameters(fn_, data=data)  # puts the data in the object store
         base = used()
         tuner = tune.Tuner(
-            tune.with_resources(fn, {"cpu": 1}),
+            tune.with_resources(fn, {"cpu": 1, "gpu": args.gpus_per_trial}),
             param_space={"model": "small_cnn", "epochs": 1, "batch_size": 256,
                          "split_ratio": 0.05,  # memory, not learning: keep the epoch short
                          "seed": tune.grid_search(list(range(k)))},

@@ -31,10 +31,11 @@ from trainables.sample import build_sample
 from trainables.tune_adapter import trainable
 
 
-def run_study(data, trials: int, epochs: int, reuse: bool, storage: str) -> tuple[float, list]:
+def run_study(data, trials: int, epochs: int, reuse: bool, storage: str,
+              gpus: float = 0.0) -> tuple[float, list]:
     param_space = {"model": "small_cnn", "epochs": epochs, "batch_size": 64,
                    "seed": tune.grid_search(list(range(trials)))}
-    fn = tune.with_resources(tune.with_parameters(trainable, data=data), {"cpu": 1})
+    fn = tune.with_resources(tune.with_parameters(trainable, data=data), {"cpu": 1, "gpu": gpus})
     tuner = tune.Tuner(
         fn, param_space=param_space,
         tune_config=tune.TuneConfig(metric="val_accuracy", mode="max", reuse_actors=reuse),
@@ -51,14 +52,19 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--trials", type=int, default=4)
     p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--gpus-per-trial", type=float, default=0.0,
+                   help="GPU variant: e.g. 0.5 packs two trials per GPU")
     args = p.parse_args()
     data = load_dataset(build_sample(), progress=False)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     slots = 2  # trials at once: 2 CPUs, 1 CPU per trial
+    if args.gpus_per_trial:
+        slots = min(slots, int(ray.cluster_resources().get("GPU", 0) / args.gpus_per_trial))
     rows = []
     storage = tempfile.mkdtemp(prefix="bench-overhead-")
     for reuse in (False, True):
-        wall, metrics = run_study(data, args.trials, args.epochs, reuse, storage)
+        wall, metrics = run_study(data, args.trials, args.epochs, reuse, storage,
+                                  args.gpus_per_trial)
         train = sum(m["train_seconds"] for m in metrics) / len(metrics)
         own = sum(m["time_total_s"] for m in metrics) / len(metrics)
         ideal = own * len(metrics) / slots
