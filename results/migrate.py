@@ -22,11 +22,11 @@ from results.provenance import STUDY_FILE, read_study_file, study_row
 from results.schema import HYPERPARAMETER_NAMES, SCHEMA_VERSION, TABLES
 from results.tables import (
     SchemaError,
-    _filesystem,
     _is_file,
     _join,
     config_key,
     empty,
+    filesystem,
     read_raw,
     table_version,
     write_table,
@@ -78,7 +78,7 @@ def migrate_study(study_dir: str) -> list[str]:
                                        "gpu_names": ""})  # unknown: not this machine's
         changed.append(write_table(pd.DataFrame([row]), "studies", study_dir))
     if info and info.get("schema_version", SCHEMA_VERSION) < SCHEMA_VERSION:
-        fs, base = _filesystem(study_dir)
+        fs, base = filesystem(study_dir)
         with fs.open_output_stream(f"{base}/{STUDY_FILE}") as f:
             f.write(json.dumps({**info, "schema_version": SCHEMA_VERSION}, indent=1).encode())
         changed.append(_join(study_dir, STUDY_FILE))

@@ -18,16 +18,15 @@ from typing import Any
 import pandas as pd
 import pyarrow.fs as pafs
 
+from results.tables import filesystem
+
 STUDY_FILE = "study.json"  # as study.run writes it
 REPO = Path(__file__).resolve().parents[1]
 
 
 def read_study_file(study_dir: str) -> dict[str, Any]:
     """``study.json`` of a study directory (local or URI), or {} when there is none."""
-    if "://" in study_dir:
-        fs, base = pafs.FileSystem.from_uri(study_dir)
-    else:
-        fs, base = pafs.LocalFileSystem(), str(Path(study_dir).resolve())
+    fs, base = filesystem(study_dir)
     target = f"{base}/{STUDY_FILE}"
     if fs.get_file_info(target).type != pafs.FileType.File:
         return {}

@@ -59,7 +59,8 @@ class MergeError(ValueError):
     """Tables that must not be merged, such as two different studies sharing one name."""
 
 
-def _filesystem(study_dir: str) -> tuple[pafs.FileSystem, str]:
+def filesystem(study_dir: str) -> tuple[pafs.FileSystem, str]:
+    """(filesystem, path in it) of a local study directory or a URI (s3://, gs://, ...)."""
     if "://" in study_dir:
         return pafs.FileSystem.from_uri(study_dir)
     return pafs.LocalFileSystem(), str(Path(study_dir).resolve())
@@ -109,7 +110,7 @@ def write_table(df: pd.DataFrame, name: str, study_dir: str) -> str:
     """
     table = to_table(df, name)
     study_dir = str(study_dir)
-    fs, base = _filesystem(study_dir)
+    fs, base = filesystem(study_dir)
     target = f"{base}/{name}.parquet"
     if isinstance(fs, pafs.LocalFileSystem):
         os.makedirs(base, exist_ok=True)
@@ -129,7 +130,7 @@ def write_table(df: pd.DataFrame, name: str, study_dir: str) -> str:
 
 def table_version(path: str) -> tuple[str, int]:
     """(table name, schema version) from a Parquet file's metadata; SchemaError if not ours."""
-    fs, local = _filesystem(path)
+    fs, local = filesystem(path)
     try:
         schema = pq.read_schema(local, filesystem=fs)
     except (pa.ArrowInvalid, OSError) as exc:
@@ -150,7 +151,7 @@ def table_version(path: str) -> tuple[str, int]:
 
 def read_raw(path: str) -> pd.DataFrame:
     """The whole Parquet file as a DataFrame, whatever its version; SchemaError if corrupt."""
-    fs, local = _filesystem(path)
+    fs, local = filesystem(path)
     try:
         return pq.read_table(local, filesystem=fs).to_pandas()
     except (pa.ArrowInvalid, OSError) as exc:
@@ -176,7 +177,7 @@ def read_table(path: str, name: str | None = None) -> pd.DataFrame:
 
 
 def _is_file(path: str) -> bool:
-    fs, local = _filesystem(path)
+    fs, local = filesystem(path)
     return fs.get_file_info(local).type == pafs.FileType.File
 
 
@@ -190,7 +191,7 @@ def study_dirs(paths: PathLike | Sequence[PathLike]) -> list[str]:
         if _is_file(_join(path, "trials.parquet")):
             out.append(path)
             continue
-        fs, base = _filesystem(path)
+        fs, base = filesystem(path)
         if fs.get_file_info(base).type != pafs.FileType.Directory:
             raise FileNotFoundError(f"{path} does not exist")
         children = sorted(i.base_name for i in fs.get_file_info(pafs.FileSelector(base))
@@ -376,7 +377,7 @@ def read_checkpoint_file(checkpoint_dir: str, fs: pafs.FileSystem | None = None
     import torch  # late: only predictions and the analysis commands need it
 
     path = checkpoint_dir.rstrip("/") + "/" + CHECKPOINT_FILE
-    fs, local = (fs, path) if fs else _filesystem(path)
+    fs, local = (fs, path) if fs else filesystem(path)
     with fs.open_input_file(local) as f:
         blob = f.read()
     # The checkpoint is the study's own (trainables.train.save_state), not foreign input.
@@ -404,7 +405,7 @@ def trial_checkpoint(study_dir: str, trial_id: str) -> tuple[str, pafs.FileSyste
     this finds the same folder afterwards, from the files alone. Every checkpoint holds the best
     weights and test scores so far, so the newest is the one to use.
     """
-    fs, base = _filesystem(str(study_dir))
+    fs, base = filesystem(str(study_dir))
     if fs.get_file_info(base).type != pafs.FileType.Directory:
         raise FileNotFoundError(f"{study_dir} does not exist")
     children = [i for i in fs.get_file_info(pafs.FileSelector(base))

@@ -29,12 +29,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from results.provenance import STUDY_FILE
+from results.tables import filesystem
 from search_spaces import SPACES, Space, SpaceError, get_space
 from trainables.config import ConfigError, TrainConfig
 from trainables.data import DataError, ImageSet, describe, load_dataset
 from trainables.registry import UnknownNameError
 
-STUDY_FILE = "study.json"
 STUDY_FORMAT = 1  # layout of study.json and of the study directory
 # Exit codes of main(): 2 = the study cannot start (bad input); 3 = its storage failed mid-study.
 STORAGE_EXIT = 3
@@ -191,8 +192,7 @@ def _versions() -> dict[str, str]:
 def _read_study_file(path: str) -> dict[str, Any] | None:
     import pyarrow.fs as pafs
 
-    fs, base = (pafs.FileSystem.from_uri(path) if "://" in path
-                else (pafs.LocalFileSystem(), path))
+    fs, base = filesystem(path)
     target = f"{base}/{STUDY_FILE}"
     if fs.get_file_info(target).type != pafs.FileType.File:
         return None
@@ -201,11 +201,9 @@ def _read_study_file(path: str) -> dict[str, Any] | None:
 
 
 def _write_study_file(path: str, info: dict[str, Any]) -> None:
-    import pyarrow.fs as pafs
 
     try:
-        fs, base = (pafs.FileSystem.from_uri(path) if "://" in path
-                    else (pafs.LocalFileSystem(), path))
+        fs, base = filesystem(path)
         fs.create_dir(base, recursive=True)
         with fs.open_output_stream(f"{base}/{STUDY_FILE}") as f:
             f.write(json.dumps(info, indent=1).encode())
@@ -223,8 +221,7 @@ def storage_problem(path: str, write: bool = True) -> str | None:
     import pyarrow.fs as pafs
 
     try:
-        fs, base = (pafs.FileSystem.from_uri(path) if "://" in path
-                    else (pafs.LocalFileSystem(), path))
+        fs, base = filesystem(path)
         if fs.get_file_info(f"{base}/{STUDY_FILE}").type != pafs.FileType.File:
             return f"{path}/{STUDY_FILE} has disappeared"
         if write:
@@ -291,8 +288,7 @@ def restore_rescued_state(path: str) -> Path | None:
     source = rescue_dir(path)
     if not source.is_dir():
         return None
-    fs, base = (pafs.FileSystem.from_uri(path) if "://" in path
-                else (pafs.LocalFileSystem(), path))
+    fs, base = filesystem(path)
     pafs.copy_files(str(source), base, source_filesystem=pafs.LocalFileSystem(),
                     destination_filesystem=fs)
     shutil.rmtree(source)
