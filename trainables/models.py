@@ -149,4 +149,5 @@ def resnet18_cifar(pretrained: bool = False) -> nn.Module:
     return model
 
 
+import trainables.fast  # noqa: E402  registers cifake_fast and its variants
 import trainables.zoo  # noqa: E402,F401  registers the seed papers' models
