@@ -11,6 +11,10 @@ from dataclasses import dataclass
 from typing import Any
 
 OPTIMIZERS = ("adam", "sgd")
+# "exponential": lr * lr_decay**epoch (the seeds' Keras-style decay); "onecycle": per step, a
+# linear ramp from lr/10 up to lr over the first ``warmup`` of the run, then linearly to 0 at
+# the last step of ``epochs`` (airbench's triangular schedule).
+SCHEDULES = ("exponential", "onecycle")
 
 
 class ConfigError(ValueError):
@@ -23,6 +27,8 @@ class TrainConfig:
     batch_size: int = 64
     epochs: int = 10
     # Fraction of the training pool used to train; the rest is the trial's validation set.
+    # 1.0 trains on the whole pool with no validation (the last epoch is the model): final
+    # retraining (study.train_best), never a study, which ranks trials on validation.
     split_ratio: float = 0.8
     optimizer: str = "adam"
     # 0.001 is the learning rate every seed paper uses with Adam.
@@ -37,6 +43,18 @@ class TrainConfig:
     patience: int = 0
     # On-device augmentation: flips, brightness +-0.1, contrast 0.9-1.1 (Prudhvi et al.).
     augment: bool = False
+    # airbench-style on-device augmentation: random left-right flips, and random translations
+    # by up to ``translate`` pixels (reflect padding, whole pixels: no resampling blur).
+    flip: bool = False
+    translate: int = 0
+    schedule: str = "exponential"
+    # Fraction of the run spent ramping up to the peak lr (schedule="onecycle").
+    warmup: float = 0.2
+    # Exponential moving average of the weights, decay per step (0 = off). Validation, test
+    # and the checkpointed best weights are the average's.
+    ema: float = 0.0
+    # Test-time augmentation: average the predictions for each image and its mirror image.
+    tta: bool = False
     # Input resolution fed to the model; 0 = the model's native resolution.
     image_size: int = 0
     pretrained: bool = False
@@ -78,13 +96,21 @@ class TrainConfig:
         MODELS.get(self.model)  # raises with the list of known models
         need(self.batch_size >= 1, "batch_size", "must be a positive integer (e.g. 16-128)")
         need(self.epochs >= 1, "epochs", "must be at least 1")
-        need(0.0 < self.split_ratio < 1.0, "split_ratio", "must lie strictly between 0 and 1")
+        need(0.0 < self.split_ratio <= 1.0, "split_ratio",
+             "must lie in (0, 1]; 1 trains on the whole pool without validation")
+        if self.split_ratio == 1.0:
+            need(self.patience == 0, "patience",
+                 "early stopping needs a validation set; use split_ratio < 1 or patience=0")
         need(self.optimizer in OPTIMIZERS, "optimizer", f"must be one of {OPTIMIZERS}")
         need(self.lr > 0, "lr", "must be positive")
         need(0.0 <= self.momentum < 1.0, "momentum", "must lie in [0, 1)")
         need(self.weight_decay >= 0, "weight_decay", "must be >= 0")
         need(0.0 < self.lr_decay <= 1.0, "lr_decay", "must lie in (0, 1]")
         need(0.0 <= self.label_smoothing < 0.5, "label_smoothing", "must lie in [0, 0.5)")
+        need(self.schedule in SCHEDULES, "schedule", f"must be one of {SCHEDULES}")
+        need(0.0 <= self.warmup < 1.0, "warmup", "must lie in [0, 1)")
+        need(0.0 <= self.ema < 1.0, "ema", "must lie in [0, 1) (e.g. 0.99; 0 disables it)")
+        need(0 <= self.translate <= 8, "translate", "must be 0-8 pixels")
         need(self.patience >= 0, "patience", "must be >= 0 (0 disables early stopping)")
         need(
             self.image_size == 0 or 8 <= self.image_size <= 512,

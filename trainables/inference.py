@@ -27,7 +27,7 @@ from trainables.config import TrainConfig
 from trainables.data import IMAGE_SUFFIXES, SYSTEM_FILES, DataError, _fit
 from trainables.loader import Preprocess, to_device_uint8
 from trainables.models import AnomalyDetector, model_spec
-from trainables.train import model_from_state, select_device, weights_of
+from trainables.train import classify, model_from_state, select_device, weights_of
 
 EVAL_BATCH = 256
 
@@ -72,7 +72,7 @@ class Detector:
         z = self.prep.from_unit(x)
         if self.anomaly:
             return self.model.score(z).float()
-        logits = self.model(z).float()
+        logits = classify(self.model, z, self.config.tta)
         return logits.softmax(-1)[:, 1] if logits.shape[-1] == 2 else logits.view(-1).sigmoid()
 
     def decision(self, x: torch.Tensor) -> torch.Tensor:
@@ -85,7 +85,7 @@ class Detector:
         z = self.prep.from_unit(x)
         if self.anomaly:
             return self.model.score(z).float()
-        logits = self.model(z).float()
+        logits = classify(self.model, z, self.config.tta)
         return logits[:, 1] - logits[:, 0] if logits.shape[-1] == 2 else logits.view(-1)
 
     @property

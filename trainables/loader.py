@@ -44,10 +44,13 @@ def resident_images(images: np.ndarray, device: torch.device) -> torch.Tensor:
 class Preprocess:
     """uint8 NCHW batch -> float batch at the model's resolution and normalisation."""
 
-    def __init__(self, size: int, normalize: str, channels_last: bool, augment: bool) -> None:
+    def __init__(self, size: int, normalize: str, channels_last: bool, augment: bool,
+                 flip: bool = False, translate: int = 0) -> None:
         self.size = size
         self.channels_last = channels_last
         self.augment = augment
+        self.flip = flip
+        self.translate = translate
         if normalize == "imagenet":
             self.mean, self.std = IMAGENET_MEAN, IMAGENET_STD
         elif normalize == "unit":
@@ -58,6 +61,10 @@ class Preprocess:
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
         x = x.contiguous(memory_format=fmt).float().div_(255.0)
+        if self.translate:
+            x = random_translate(x, self.translate, generator)
+        if self.flip:
+            x = random_flip(x, generator)
         if self.augment:
             x = augment(x, generator)
         return self.from_unit(x)
@@ -73,6 +80,38 @@ class Preprocess:
             x = (x - mean) / std
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
         return x.contiguous(memory_format=fmt)
+
+
+def _rand(generator: torch.Generator | None, device: torch.device, *shape: int) -> torch.Tensor:
+    where = generator.device if generator is not None else device
+    return torch.rand(*shape, generator=generator, device=where).to(device)
+
+
+def random_flip(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """Mirror a random half of the (N, C, H, W) batch left-right."""
+    flip = _rand(generator, x.device, x.shape[0]) < 0.5
+    return torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
+
+
+def random_translate(x: torch.Tensor, pixels: int, generator: torch.Generator | None
+                     ) -> torch.Tensor:
+    """Shift each image of the (N, C, H, W) batch by up to ``pixels`` in x and y.
+
+    Whole-pixel shifts with reflect padding (airbench's random crop): every output pixel is an
+    input pixel, so no interpolation smooths the high frequencies a detector looks at. Works on
+    float batches.
+    """
+    n, _, h, w = x.shape
+    dev = x.device
+    padded = F.pad(x, (pixels,) * 4, mode="reflect")
+    span = 2 * pixels + 1
+    dy = (_rand(generator, dev, n) * span).long()
+    dx = (_rand(generator, dev, n) * span).long()
+    rows = (torch.arange(h, device=dev).view(1, h) + dy.view(n, 1)).view(n, 1, h, 1)
+    cols = (torch.arange(w, device=dev).view(1, w) + dx.view(n, 1)).view(n, 1, 1, w)
+    batch = torch.arange(n, device=dev).view(n, 1, 1, 1)
+    chans = torch.arange(x.shape[1], device=dev).view(1, -1, 1, 1)
+    return padded[batch, chans, rows, cols]
 
 
 def augment(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:

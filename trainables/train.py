@@ -27,11 +27,13 @@ from torch import nn
 from trainables.config import ConfigError, TrainConfig
 from trainables.data import ImageSet, make_splits
 from trainables.loader import Preprocess, batches, resident_images
-from trainables.metrics import best_threshold, classification_metrics
+from trainables.metrics import METRIC_NAMES, best_threshold, classification_metrics
 from trainables.models import AnomalyDetector, count_parameters, create_model, model_spec
 
 EpochCallback = Callable[[dict[str, Any], Callable[[], dict[str, Any]]], None]
 CHECKPOINT_FORMAT = 1
+WHITENING_SAMPLE = 5000  # training images the cifake_fast stem's whitening is estimated from
+EMA_EVERY = 5  # steps between weight-average updates (airbench's lookahead period)
 
 
 def select_device(prefer: str | None = None) -> torch.device:
@@ -75,15 +77,22 @@ class _Run:
         self.test_ids = data.manifest["path"].to_numpy()[self.splits.test]
         self.test_labels = data.labels[self.splits.test].astype(np.int8)  # 0 REAL, 1 FAKE
         self.prep_train = Preprocess(self.resolution, spec.normalize, self.channels_last,
-                                     config.augment)
+                                     config.augment, config.flip, config.translate)
         self.prep_eval = Preprocess(self.resolution, spec.normalize, self.channels_last, False)
 
         torch.manual_seed(config.seed)
         self.model = create_model(config.model, pretrained=config.pretrained).to(device)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        if hasattr(self.model, "init_whitening"):
+            # Data-dependent first layer (cifake_fast): whiten 2x2 patches of training images.
+            sample = self.index["train"][:WHITENING_SAMPLE]
+            self.model.init_whitening(self.prep_eval(self.images[sample].permute(0, 3, 1, 2)))
         self.num_params = count_parameters(self.model)
         self.anomaly = isinstance(self.model, AnomalyDetector)
+        if self.anomaly and not len(self.splits.val):
+            raise ConfigError(f"{config.model} is an anomaly detector: its threshold is fitted "
+                              "on validation, so it needs split_ratio < 1")
         params = [p for p in self.model.parameters() if p.requires_grad]
         if config.optimizer == "adam":
             self.opt: torch.optim.Optimizer = torch.optim.Adam(
@@ -91,7 +100,16 @@ class _Run:
         else:
             self.opt = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
                                        weight_decay=config.weight_decay, nesterov=True)
-        self.sched = torch.optim.lr_scheduler.ExponentialLR(self.opt, gamma=config.lr_decay)
+        n_train = len(self.splits.train)
+        self.steps_per_epoch = n_train // config.batch_size + int(n_train % config.batch_size > 1)
+        if config.schedule == "onecycle":
+            self.sched: torch.optim.lr_scheduler.LRScheduler = torch.optim.lr_scheduler.LambdaLR(
+                self.opt, _OneCycle(config.epochs * self.steps_per_epoch, config.warmup))
+        else:
+            self.sched = torch.optim.lr_scheduler.ExponentialLR(self.opt, gamma=config.lr_decay)
+        # The weight average evaluates, so it is what validation, test and checkpoints see.
+        self.ema = copy.deepcopy(self.model) if config.ema else None
+        self.steps = 0
         self.forward = torch.compile(self.model) if config.compile else self.model
         self.epoch = 0
         self.best: dict[str, Any] = {"val_loss": math.inf, "epoch": 0, "weights": None,
@@ -109,6 +127,8 @@ class _Run:
             "optimizer": self.opt.state_dict(),
             "scheduler": self.sched.state_dict(),
             "scaler": self.scaler.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "steps": self.steps,
             "best": self.best,
             "bad_epochs": self.bad_epochs,
             "train_seconds": self.train_seconds,
@@ -120,12 +140,16 @@ class _Run:
         if state.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"checkpoint format {state.get('format')} is not "
                              f"{CHECKPOINT_FORMAT}; start the trial afresh")
-        if state["config"] != self.config.asdict():
+        # Keys added to TrainConfig later take their defaults, which reproduce the old runs.
+        if TrainConfig.from_dict(state["config"]).asdict() != self.config.asdict():
             raise ValueError("the checkpoint was made with another configuration")
         self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["optimizer"])
         self.sched.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
+        self.steps = state.get("steps", 0)
         self.epoch = state["epoch"]
         self.best = state["best"]
         self.bad_epochs = state["bad_epochs"]
@@ -135,6 +159,24 @@ class _Run:
     def batch(self, split: str, idx: torch.Tensor) -> torch.Tensor:
         """uint8 (B, 3, H, W) images of positions ``idx`` within ``split``."""
         return self.images[self.index[split][idx]].permute(0, 3, 1, 2)
+
+    @property
+    def evaluated(self) -> nn.Module:
+        """The model that validation, test and the checkpointed best weights come from."""
+        return self.ema if self.ema is not None else self.model
+
+    def _update_ema(self) -> None:
+        self.steps += 1
+        if self.ema is None or self.steps % EMA_EVERY:
+            return
+        # Warm-up (as timm's ModelEmaV2/TF's EMA with num_updates): early averages forget
+        # the random initialisation quickly; later ones average over ~1/(1-ema) steps.
+        decay = min(self.config.ema, (1 + self.steps) / (10 + self.steps)) ** EMA_EVERY
+        with torch.no_grad():
+            for avg, cur in zip(self.ema.parameters(), self.model.parameters(), strict=True):
+                avg.lerp_(cur, 1.0 - decay)
+            for avg, cur in zip(self.ema.buffers(), self.model.buffers(), strict=True):
+                avg.copy_(cur)
 
     def _autocast(self) -> Any:
         return torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
@@ -170,9 +212,13 @@ class _Run:
             self.scaler.scale(loss).backward()
             self.scaler.step(self.opt)
             self.scaler.update()
+            if self.config.schedule == "onecycle":
+                self.sched.step()
+            self._update_ema()
             total += loss.item() * len(idx)
             count += len(idx)
-        self.sched.step()
+        if self.config.schedule != "onecycle":
+            self.sched.step()
         if self.device.type == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - start
@@ -181,22 +227,46 @@ class _Run:
     @torch.no_grad()
     def evaluate(self, split: str) -> tuple[float, np.ndarray]:
         """(mean loss, scores) over one split; scores are P(FAKE) or anomaly scores."""
-        self.model.eval()
+        model = self.evaluated.eval()
         y_all = self.y[split]
         losses, scores = [], []
         for idx in batches(len(y_all), max(self.config.batch_size, 256), False, None, self.device):
             x, y = self.prep_eval(self.batch(split, idx)), y_all[idx]
             with self._autocast():
                 if self.anomaly:
-                    losses.append(self.model.loss(x, y).float() * len(idx))
-                    scores.append(self.model.score(x).float())
+                    losses.append(model.loss(x, y).float() * len(idx))
+                    scores.append(model.score(x).float())
                 else:
-                    logits = self.forward(x).float()
+                    forward = self.forward if model is self.model else model
+                    logits = classify(forward, x, self.config.tta)
                     losses.append(_eval_loss(logits, y))
                     scores.append(logits.softmax(-1)[:, 1] if logits.shape[-1] == 2
                                   else logits.view(-1).sigmoid())
         loss = float(torch.stack(losses).sum().item() / max(len(y_all), 1))
         return loss, torch.cat(scores).cpu().numpy() if scores else np.zeros(0)
+
+
+class _OneCycle:
+    """lr multiplier at step ``s``: lr/10 rising linearly to lr at ``warmup``, then down to 0."""
+
+    def __init__(self, total_steps: int, warmup: float) -> None:
+        self.total = max(total_steps, 1)
+        self.warmup = warmup
+
+    def __call__(self, step: int) -> float:
+        t = min(step / self.total, 1.0)
+        if t < self.warmup:
+            return 0.1 + 0.9 * t / self.warmup
+        return max(0.0, (1.0 - t) / (1.0 - self.warmup))
+
+
+def classify(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, tta: bool = False
+             ) -> torch.Tensor:
+    """Float logits of ``x``; with ``tta``, the mean of the image's and its mirror's logits."""
+    logits = model(x).float()
+    if tta:
+        logits = (logits + model(x.flip(-1)).float()) / 2
+    return logits
 
 
 def _eval_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -227,17 +297,24 @@ def train(
         train_loss, seconds = run.train_epoch()
         run.epoch += 1
         run.train_seconds += seconds
-        val_loss, val_scores = run.evaluate("val")
-        val_labels = run.y["val"].cpu().numpy()
+        if not len(run.y["val"]):
+            # No validation (split_ratio=1, final retraining): the latest epoch is the model.
+            val_loss, val_scores = math.nan, np.zeros(0)
+            val_labels = np.zeros(0, dtype=np.int64)
+        else:
+            val_loss, val_scores = run.evaluate("val")
+            val_labels = run.y["val"].cpu().numpy()
         if run.anomaly and hasattr(run.model, "direction") and len(set(val_labels)) == 2:
             # Polarity with the threshold, on validation: an anomaly score that ranks fakes
             # below reals (AUC < 0.5) is flipped, in the model, so test and later scoring agree.
             if roc_auc_score(val_labels, val_scores) < 0.5:
-                run.model.direction.mul_(-1)
+                for model in {id(m): m for m in (run.model, run.evaluated)}.values():
+                    model.direction.mul_(-1)
                 val_scores = -val_scores
         threshold = best_threshold(val_labels, val_scores) if run.anomaly else 0.5
-        val = classification_metrics(val_labels, val_scores, threshold)
-        improved = val_loss < run.best["val_loss"]
+        val = (classification_metrics(val_labels, val_scores, threshold) if len(val_labels)
+               else dict.fromkeys(METRIC_NAMES, math.nan))
+        improved = val_loss < run.best["val_loss"] or not len(val_labels)
         if improved:
             _, test_scores = run.evaluate("test")
             test = classification_metrics(run.y["test"].cpu().numpy(), test_scores, threshold)
@@ -245,7 +322,7 @@ def train(
                 "val_loss": val_loss, "epoch": run.epoch, "threshold": threshold,
                 # Kept whether or not patience is on: the test metrics describe these weights,
                 # so evaluations, robustness and explanations of a trial must use them too.
-                "weights": copy.deepcopy(run.model.state_dict()),
+                "weights": copy.deepcopy(run.evaluated.state_dict()),
                 "metrics": {**{f"best_val_{k}": v for k, v in val.items()},
                             **{f"test_{k}": v for k, v in test.items()}},
                 "test_scores": test_scores.astype(np.float32),
@@ -256,7 +333,8 @@ def train(
         stop_reason = ""
         if config.patience and run.bad_epochs >= config.patience:
             stop_reason = "early_stopping"
-            run.model.load_state_dict(run.best["weights"])  # restore_best_weights, as Keras
+            # restore_best_weights, as Keras
+            run.evaluated.load_state_dict(run.best["weights"])
         elif run.epoch >= config.epochs:
             stop_reason = "budget"
         metrics = {
