@@ -2,6 +2,10 @@
 
 Usage: ``python -m results.migrate studies/grid1 [studies/grid2 ...]``
 
+v2 -> v3: ``trials`` gains the training-recipe hyperparameters added with ``cifake_fast``
+(``flip``, ``translate``, ``schedule``, ``warmup``, ``ema``, ``tta``) at their defaults, which are
+exactly how v2 trained, and ``config_key`` is recomputed over the full set of hyperparameters.
+
 v1 -> v2: ``trials`` gains ``config_key`` (computed from its hyperparameter columns), a ``studies``
 row is built from ``study.json`` (code revision unknown: ""), and ``predictions`` is written empty
 (v1 studies stored no test labels; rerun ``python -m study.run --resume --name <study>`` with this
@@ -31,6 +35,7 @@ from results.tables import (
     table_version,
     write_table,
 )
+from trainables.config import TrainConfig
 
 
 def _v1_to_v2(name: str, df: pd.DataFrame) -> pd.DataFrame:
@@ -41,8 +46,19 @@ def _v1_to_v2(name: str, df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
+def _v2_to_v3(name: str, df: pd.DataFrame) -> pd.DataFrame:
+    if name == "trials":
+        df = df.copy()
+        for key, default in TrainConfig().asdict().items():
+            if key not in df.columns:
+                df[key] = default
+        hp = df[[c for c in HYPERPARAMETER_NAMES if c in df.columns]]
+        df["config_key"] = [config_key(r) for r in hp.to_dict("records")]
+    return df
+
+
 # from version -> the function bringing a table of that version to the next one
-MIGRATIONS: dict[int, Callable[[str, pd.DataFrame], pd.DataFrame]] = {1: _v1_to_v2}
+MIGRATIONS: dict[int, Callable[[str, pd.DataFrame], pd.DataFrame]] = {1: _v1_to_v2, 2: _v2_to_v3}
 
 
 def migrate_study(study_dir: str) -> list[str]:

@@ -11,6 +11,8 @@ Versions: 1 = ``trials`` and ``epochs``; 2 adds ``trials.config_key`` and the ``
 ``studies`` tables (``python -m results.migrate <study_dir>`` upgrades a v1 study). Within v2 the
 analysis tables ``evaluations``, ``eval_predictions`` and ``robustness`` were added without
 changing any existing column: a study without them reads them as empty, so no version bump.
+3 adds the training-recipe hyperparameters (``flip``, ``translate``, ``schedule``, ``warmup``,
+``ema``, ``tta``) to ``trials``, which changes every ``config_key``.
 ``cross_generator`` is not a table of one study: ``study.cross_generator`` writes it to its own
 folder (``OTHER_TABLES``).
 """
@@ -24,7 +26,7 @@ import pyarrow as pa
 from trainables.config import TrainConfig
 from trainables.metrics import METRIC_NAMES
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 VERSION_KEY = b"cifake_study.schema_version"
 TABLE_KEY = b"cifake_study.table"
 

@@ -210,17 +210,45 @@ def test_older_schema_is_refused_with_the_fix_and_migrates(tmp_path: Path,
     write(study, "s", [outcome(tmp_path, "t1"), outcome(tmp_path, "t2", batch_size=64)])
     keys = list(results.load(study)["trials"]["config_key"])
     _downgrade_to_v1(study)
-    with pytest.raises(SchemaError, match=r"schema v1; this version reads v2: upgrade it with "
-                                          r"`python -m results.migrate"):
+    with pytest.raises(SchemaError, match=rf"schema v1; this version reads v{SCHEMA_VERSION}: "
+                                          r"upgrade it with `python -m results.migrate"):
         results.load(study)
     assert migrate_main([str(study)]) == 0
     tables = results.load(study)
     assert list(tables["trials"]["config_key"]) == keys
     assert len(tables["predictions"]) == 0  # v1 kept no labels: rebuilt on resume
     assert tables["studies"]["space"].item() == "unit"
-    assert '"schema_version": 2' in (study / "study.json").read_text()
+    assert f'"schema_version": {SCHEMA_VERSION}' in (study / "study.json").read_text()
     assert migrate_main([str(study)]) == 0
-    assert "already v2" in capsys.readouterr().out
+    assert f"already v{SCHEMA_VERSION}" in capsys.readouterr().out
+
+
+RECIPE_KEYS = ["flip", "translate", "schedule", "warmup", "ema", "tta"]  # new in schema v3
+
+
+def test_v2_study_gains_the_recipe_hyperparameters_at_their_defaults(tmp_path: Path) -> None:
+    study = tmp_path / "s"
+    write(study, "s", [outcome(tmp_path, "t1"), outcome(tmp_path, "t2", batch_size=64)])
+    keys = list(results.load(study)["trials"]["config_key"])
+    for name in TABLES:
+        path = study / f"{name}.parquet"
+        if path.exists():
+            table = pq.read_table(path)
+            if name == "trials":
+                table = table.drop(RECIPE_KEYS).set_column(
+                    table.schema.get_field_index("config_key"), "config_key",
+                    pa.array(["old-key-1", "old-key-2"]))
+            pq.write_table(table.replace_schema_metadata(
+                {VERSION_KEY: b"2", TABLE_KEY: name.encode()}), path)
+    with pytest.raises(SchemaError, match="schema v2; this version reads v3"):
+        results.load(study)
+    assert migrate_main([str(study)]) == 0
+    trials = results.load(study)["trials"]
+    # The defaults reproduce v2's training, so keys match those of the same trials run today.
+    assert list(trials["config_key"]) == keys
+    assert (trials[RECIPE_KEYS].iloc[0].to_dict() ==
+            {"flip": False, "translate": 0, "schedule": "exponential", "warmup": 0.2,
+             "ema": 0.0, "tta": False})
 
 
 def test_checkpoint_without_labels_leaves_labels_null(tmp_path: Path) -> None:
