@@ -33,7 +33,7 @@ from results.provenance import STUDY_FILE
 from results.tables import filesystem
 from search_spaces import SPACES, Space, SpaceError, get_space
 from trainables.config import ConfigError, TrainConfig
-from trainables.data import DataError, ImageSet, describe, load_dataset
+from trainables.data import DataError, ImageSet, describe, load_dataset, sample_subset
 from trainables.registry import UnknownNameError
 
 STUDY_FORMAT = 1  # layout of study.json and of the study directory
@@ -72,6 +72,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--image-size", type=int, help="resize images to this size at ingest")
     p.add_argument("--skip-bad", action="store_true",
                    help="leave out unreadable images (counted and listed) instead of failing")
+    p.add_argument("--subset", type=int, metavar="N",
+                   help="study a seeded, stratified, duplicate-aware subset of N images (cheap "
+                   "searches; the subset is drawn with --seed)")
     p.add_argument("--storage", default="studies",
                    help="where study directories live: a local path, or a URI (s3://, gs://, "
                    "an NFS mount) that every node can reach (required for multi-node)")
@@ -246,6 +249,8 @@ def resume_command(args: argparse.Namespace, name: str) -> str:
         cmd += ["--image-size", str(args.image_size)]
     if args.skip_bad:
         cmd.append("--skip-bad")
+    if args.subset:
+        cmd += ["--subset", str(args.subset)]
     cmd += ["--storage", args.storage, "--name", name]
     if args.address:
         cmd += ["--address", args.address]
@@ -253,6 +258,8 @@ def resume_command(args: argparse.Namespace, name: str) -> str:
         cmd += ["--cpus-per-trial", f"{args.cpus_per_trial:g}"]
     if args.gpus_per_trial is not None:
         cmd += ["--gpus-per-trial", f"{args.gpus_per_trial:g}"]
+    if args.seed:
+        cmd += ["--seed", str(args.seed)]
     for pair in args.set:
         cmd += ["--set", pair]
     return shlex.join([*cmd, "--resume"])
@@ -397,6 +404,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
 
     data = resolve_data(args.data, args.image_size, args.skip_bad)
+    if args.subset:
+        data = sample_subset(data, args.subset, args.seed)
     print(describe(data))
     name = args.name or f"{space.name}-{dt.datetime.now():%Y%m%d-%H%M%S}"
     path = study_path(args.storage, name)

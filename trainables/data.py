@@ -25,7 +25,7 @@ import tempfile
 import time
 import zipfile
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -446,9 +446,11 @@ def load_dataset(
     for label, cls in enumerate(CLASS_NAMES):
         if not (manifest["label"] == label).any():
             raise DataError(f"no readable {cls} image is left in {path}; check the class folders")
-    if not (manifest["split"] == "test").any():
+    carved = not (manifest["split"] == "test").any()
+    if carved:
         manifest["split"] = _holdout(manifest)
     report = _report(manifest, layout, ignored, bad, size, time.perf_counter() - started)
+    report["test_split"] = "holdout" if carved else "dataset"
     data = ImageSet(images, manifest, fingerprint, str(path), layout, report)
     _write_cache(entry_dir, data)
     return data
@@ -505,6 +507,8 @@ def make_splits(data: ImageSet, split_ratio: float, seed: int) -> Splits:
     split = data.manifest["split"].to_numpy()
     pool = np.flatnonzero(split == "train")
     test = np.flatnonzero(split == "test")
+    if split_ratio >= 1.0:  # final retraining: the whole pool trains, nothing validates
+        return Splits(pool, pool[:0], test)
     train, val = _group_split(pool, data.manifest, split_ratio, seed)
     if len(train) == 0 or len(val) == 0:
         raise DataError(
@@ -591,6 +595,39 @@ def subset(data: ImageSet, rows: Iterable[int]) -> ImageSet:
     rows = np.asarray(list(rows))
     return ImageSet(data.images[rows], data.manifest.iloc[rows].reset_index(drop=True),
                     data.fingerprint, data.source, data.layout, data.report)
+
+
+def origin_of_test_split(data: ImageSet) -> str:
+    """"dataset" when the data came with its own test split, "holdout" when one was carved."""
+    known = (data.report or {}).get("test_split")
+    if known:
+        return str(known)
+    # Caches written before the report said so: a dataset's own test images live under test/.
+    paths = data.manifest.loc[data.manifest["split"] == "test", "path"].astype(str)
+    return "dataset" if len(paths) and paths.str.contains(r"(^|/)test/").all() else "holdout"
+
+
+def sample_subset(data: ImageSet, n: int, seed: int = 0) -> ImageSet:
+    """A seeded, stratified, duplicate-aware subset of about ``n`` images, for cheap searches.
+
+    Each split (the training pool and the test set) and each label keeps its share, and
+    byte-identical images are kept or dropped together. The subset's fingerprint names its size
+    and seed, so a study on it is never resumed on the full set or another subset.
+    """
+    if not 2 <= n < len(data.manifest):
+        raise DataError(f"a subset of {n} images is impossible from {len(data.manifest)}; "
+                        f"choose between 2 and {len(data.manifest) - 1}")
+    ratio = n / len(data.manifest)
+    split = data.manifest["split"].to_numpy()
+    keep = [_group_split(np.flatnonzero(split == s), data.manifest, ratio, seed)[0]
+            for s in ("train", "test") if (split == s).any()]
+    rows = np.sort(np.concatenate(keep))
+    sub = subset(data, rows)
+    counts = sub.manifest.groupby(["split", "label"]).size()
+    report = {**data.report, "images": len(rows), "test_split": origin_of_test_split(data),
+              "counts": {f"{s}/{CLASS_NAMES[int(lb)]}": int(k) for (s, lb), k in counts.items()}}
+    return replace(sub, fingerprint=f"{data.fingerprint}-subset{n}-seed{seed}",
+                   source=f"{data.source} (subset of {n}, seed {seed})", report=report)
 
 
 def select_generators(data: ImageSet, names: Iterable[str]) -> ImageSet:
