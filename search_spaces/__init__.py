@@ -35,6 +35,7 @@ def space_names() -> list[str]:
 from search_spaces import (  # noqa: E402
     bartos_batch,
     bartos_split,
+    cifake_fast_search,
     cifake_grid,
     cifake_tpe,
     iacob_genimage,
@@ -46,7 +47,7 @@ from search_spaces import (  # noqa: E402
 
 # The seed papers' protocols (one space per experiment), then the project's own studies.
 for _module in (bartos_split, bartos_batch, kumar_resnet18, purba_cnns, iacob_genimage,
-                prudhvi_resnet50, cifake_grid, cifake_tpe, quickstart):
+                prudhvi_resnet50, cifake_grid, cifake_tpe, cifake_fast_search, quickstart):
     register_space(_module.SPACE)
 
 __all__ = [

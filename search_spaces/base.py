@@ -108,6 +108,9 @@ class Space:
     paper: str = ""  # the seed paper (and table) this space reproduces, if any
     # Default data for the space ("sample", or a description of what to pass with --data).
     data_hint: str = "sample"
+    # The configuration a finished study of this space chose (varied keys; ``fixed`` fills in
+    # the rest): what ``python -m study.train_best --space <name>`` retrains. Empty: none yet.
+    chosen: dict[str, Any] = field(default_factory=dict)
 
     # -- validation ---------------------------------------------------------------------------
     def validate(self) -> Space:
@@ -148,6 +151,8 @@ class Space:
             for value in p.candidates():
                 self._check({**self.fixed, key: value})
         self._check(dict(self.fixed))
+        if self.chosen:
+            self._check(self.chosen_config())
         self._check_pretrained()
         if self.asha is not None:
             if self.asha.grace_period < 1 or self.asha.reduction_factor < 2:
@@ -202,9 +207,13 @@ class Space:
 
     def _check(self, values: dict[str, Any]) -> None:
         try:
-            TrainConfig.from_dict(values)
+            config = TrainConfig.from_dict(values)
         except (ConfigError, KeyError) as exc:
             raise SpaceError(f"space {self.name!r}: {exc}") from None
+        if config.split_ratio >= 1.0:
+            raise SpaceError(f"space {self.name!r}: split_ratio=1 leaves no validation set to "
+                             "rank trials on; use a ratio below 1 (retrain the winner on the "
+                             "whole pool with python -m study.train_best)")
 
     def with_overrides(self, overrides: dict[str, Any]) -> Space:
         """This space with ``overrides`` fixed (and no longer varied), validated."""
@@ -225,6 +234,13 @@ class Space:
         return space.validate()
 
     # -- derived facts ------------------------------------------------------------------------
+    def chosen_config(self) -> dict[str, Any]:
+        """The full configuration ``chosen`` names (fixed values filled in)."""
+        if not self.chosen:
+            raise SpaceError(f"space {self.name!r} has no chosen configuration yet; run the "
+                             "study and pass its directory with --study")
+        return {**self.fixed, **self.chosen}
+
     def epoch_values(self) -> list[int]:
         p = self.params.get("epochs")
         if p is None:

@@ -68,6 +68,15 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def small_sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A smaller build of the embedded sample data (400 + 150 images per class)."""
+    from trainables.sample import build_sample
+
+    return build_sample(seed=0, n_train=400, n_test=150, ae_steps=300,
+                        root=tmp_path_factory.mktemp("sample"))
+
+
+@pytest.fixture(scope="session")
 def tiny_study(ray_session, tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished quickstart study on tiny data (6 trials, 3 epochs, ASHA at epoch 2)."""
     from study.run import main

@@ -5,18 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from trainables.config import TrainConfig
 from trainables.data import load_dataset
 from trainables.sample import build_sample
 from trainables.train import train
-
-
-@pytest.fixture(scope="module")
-def small_sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_sample(seed=0, n_train=400, n_test=150, ae_steps=300,
-                        root=tmp_path_factory.mktemp("sample"))
 
 
 def test_sample_is_a_cifake_layout_of_jpegs_and_is_cached(small_sample: Path) -> None:

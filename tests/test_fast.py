@@ -1,0 +1,237 @@
+"""The cifake_fast model and recipe: whitening, augmentation, schedule, EMA, TTA, retraining."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from search_spaces import SpaceError, get_space
+from study.predict import main as predict_main
+from study.run import main as run_main
+from study.train_best import main as train_best_main
+from trainables.config import ConfigError, TrainConfig
+from trainables.data import load_dataset, make_splits, sample_subset, origin_of_test_split
+from trainables.fast import CifakeFast
+from trainables.inference import Detector
+from trainables.loader import random_flip, random_translate
+from trainables.train import _OneCycle, classify, load_state, save_state, train
+
+RECIPE = dict(model="cifake_fast_s", optimizer="sgd", lr=0.05, weight_decay=5e-4,
+              schedule="onecycle", warmup=0.2, ema=0.99, tta=True, flip=True, translate=2,
+              label_smoothing=0.2, batch_size=32, split_ratio=0.75, image_size=16)
+
+
+@pytest.fixture(scope="module")
+def data(tiny_data: Path):
+    return load_dataset(tiny_data, progress=False)
+
+
+def snapshot(state: dict) -> dict:
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    buf.seek(0)
+    return torch.load(buf, weights_only=False)
+
+
+def test_whitening_decorrelates_the_patches_it_was_fitted_on() -> None:
+    torch.manual_seed(0)
+    # Strongly correlated neighbouring pixels, as in photographs: a smooth field plus noise.
+    smooth = torch.nn.functional.interpolate(torch.rand(64, 3, 5, 5), size=16, mode="bilinear")
+    x = smooth + 0.2 * torch.randn(64, 3, 16, 16)
+    model = CifakeFast((8, 8, 8)).eval()
+    assert not model.whitened and not model.whiten.weight.requires_grad
+    model.init_whitening(x)
+    assert model.whitened
+    with torch.no_grad():
+        out = model.whiten(x)[:, :12] - model.whiten.bias[:12].view(1, -1, 1, 1)
+    flat = out.permute(0, 2, 3, 1).reshape(-1, 12).double()
+    cov = torch.cov(flat.T)
+    # Identity up to the eps regularisation (eigenvalue / (eigenvalue + eps), here > 0.95).
+    assert torch.allclose(cov.diagonal(), torch.ones(12, dtype=torch.float64), atol=0.05)
+    off = cov - torch.diag(cov.diagonal())
+    assert off.abs().max() < 0.02
+    # Both signs: the second half of the filters is the negation of the first.
+    w = model.whiten.weight
+    assert torch.equal(w[12:], -w[:12])
+
+
+def test_translation_moves_whole_pixels_within_the_bound() -> None:
+    x = torch.arange(4 * 3 * 8 * 8, dtype=torch.float32).view(4, 3, 8, 8)
+    gen = torch.Generator().manual_seed(0)
+    out = random_translate(x, 2, gen)
+    assert out.shape == x.shape
+    padded = torch.nn.functional.pad(x, (2, 2, 2, 2), mode="reflect")
+    for i in range(4):  # each image is one 8x8 window of its reflect-padded self
+        hits = [(dy, dx) for dy in range(5) for dx in range(5)
+                if torch.equal(out[i], padded[i, :, dy:dy + 8, dx:dx + 8])]
+        assert hits, f"image {i} is not a whole-pixel shift of at most 2"
+    shifts = {tuple(int(v) for v in random_translate(x, 2, gen)[:, 0, 2, 2] - x[:, 0, 2, 2])
+              for _ in range(5)}
+    assert len(shifts) > 1  # random, not one fixed shift
+    flipped = random_flip(x, torch.Generator().manual_seed(1))
+    assert all(torch.equal(f, o) or torch.equal(f, o.flip(-1)) for f, o in zip(flipped, x,
+                                                                               strict=True))
+
+
+def test_one_cycle_rises_to_the_peak_and_anneals_to_zero() -> None:
+    f = _OneCycle(total_steps=100, warmup=0.2)
+    assert f(0) == pytest.approx(0.1)
+    assert f(20) == pytest.approx(1.0)
+    assert f(10) == pytest.approx(0.55)
+    assert f(60) == pytest.approx(0.5)
+    assert f(100) == 0.0 and f(130) == 0.0
+
+
+def test_recipe_run_resumes_exactly_with_ema_and_schedule(data, tmp_path: Path) -> None:
+    history: list[dict] = []
+    states: list[dict] = []
+    config = TrainConfig(**{**RECIPE, "epochs": 3})
+    full = train(config, data, on_epoch=lambda m, s: (history.append(m),
+                                                      states.append(snapshot(s()))))
+    assert states[0]["ema"] is not None and states[0]["steps"] > 0
+    # The learning rate follows the one-cycle shape: up, then down to zero at the budget.
+    assert history[-1]["lr"] == pytest.approx(0.0, abs=1e-12)
+    path = tmp_path / "ckpt.pt"
+    save_state(states[0], str(path))
+    resumed = train(config, data, resume=load_state(str(path)))
+    assert resumed["val_loss"] == pytest.approx(full["val_loss"], rel=1e-6)
+    assert resumed["train_loss"] == pytest.approx(full["train_loss"], rel=1e-6)
+
+
+def test_tta_averages_the_mirror_image_and_detector_reproduces_training_scores(data) -> None:
+    states: list[dict] = []
+    train(TrainConfig(**{**RECIPE, "epochs": 2}), data,
+          on_epoch=lambda m, s: states.append(snapshot(s())))
+    state = states[-1]
+    detector = Detector.from_state(state)
+    x = torch.rand(5, 3, 16, 16)
+    z = detector.prep.from_unit(x)
+    with torch.no_grad():
+        expected = (detector.model(z) + detector.model(z.flip(-1))) / 2
+        assert torch.allclose(classify(detector.model, z, tta=True), expected)
+    # The trial's stored test scores (EMA weights, TTA) are what the detector computes.
+    splits = make_splits(data, RECIPE["split_ratio"], 0)
+    scores = detector.scores(data.images[splits.test])
+    np.testing.assert_allclose(scores, state["best"]["test_scores"], atol=1e-5)
+
+
+def test_recipe_learns_the_embedded_data_in_seconds(small_sample: Path) -> None:
+    """The default embedded data (a smaller build): clearly better than chance in a few epochs."""
+    data = load_dataset(small_sample, progress=False)
+    metrics = train(TrainConfig(**{**RECIPE, "epochs": 4, "image_size": 0, "batch_size": 64,
+                                   "split_ratio": 0.8}), data)
+    # 300 test images: chance is 0.5 with a standard error of 0.03.
+    assert metrics["test_accuracy"] > 0.8, metrics["test_accuracy"]
+    assert metrics["train_seconds"] < 60
+
+
+def test_whole_pool_training_has_no_validation_and_keeps_the_last_epoch(data) -> None:
+    history: list[dict] = []
+    final = train(TrainConfig(**{**RECIPE, "epochs": 2, "split_ratio": 1.0}), data,
+                  on_epoch=lambda m, s: history.append(m))
+    assert final["n_val"] == 0 and final["n_train"] == 96
+    assert np.isnan(final["val_accuracy"]) and np.isnan(final["val_loss"])
+    assert [m["best_epoch"] for m in history] == [1, 2]  # each epoch's model is the latest
+    assert 0.0 <= final["test_accuracy"] <= 1.0
+    with pytest.raises(ConfigError, match="early stopping needs a validation set"):
+        TrainConfig.from_dict({"split_ratio": 1.0, "patience": 2})
+    with pytest.raises(ConfigError, match="anomaly detector"):
+        train(TrainConfig(model="vae_detector", epochs=1, split_ratio=1.0, image_size=16), data)
+
+
+@pytest.mark.parametrize(("key", "value", "match"), [
+    ("schedule", "cosine", "must be one of"), ("ema", 1.0, r"\[0, 1\)"),
+    ("translate", 9, "0-8 pixels"), ("warmup", 1.0, r"\[0, 1\)")])
+def test_impossible_recipe_values_are_named(key: str, value: object, match: str) -> None:
+    with pytest.raises(ConfigError, match=f"{key}=.*{match}"):
+        TrainConfig.from_dict({key: value})
+
+
+def test_search_space_validates_dry_runs_and_has_a_chosen_configuration(
+        capsys: pytest.CaptureFixture) -> None:
+    space = get_space("cifake_fast_search")
+    assert space.search == "optuna_tpe" and space.asha is not None
+    assert set(space.models()) == {"cifake_fast_s", "cifake_fast"}
+    config = TrainConfig.from_dict(space.chosen_config())
+    assert config.schedule == "onecycle" and config.split_ratio < 1.0
+    assert run_main(["--space", "cifake_fast_search", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "optuna_tpe, 24 trials" in out and "rungs at epochs [2, 6]" in out
+    with pytest.raises(SpaceError, match="split_ratio=1 leaves no validation"):
+        space.with_overrides({"split_ratio": 1.0})
+
+
+def test_subset_is_stratified_duplicate_aware_and_named(tmp_path: Path) -> None:
+    from tests.conftest import write_cifake_folder
+
+    root = write_cifake_folder(tmp_path / "d", n_train=40, n_test=10, size=8)
+    dup = root / "train" / "FAKE"
+    (dup / "copy.png").write_bytes((dup / "0.png").read_bytes())  # a byte-identical pair
+    data = load_dataset(root, progress=False)
+    sub = sample_subset(data, 50, seed=0)
+    full = data.manifest.groupby(["split", "label"]).size()
+    counts = sub.manifest.groupby(["split", "label"]).size()
+    ratio = 50 / len(data.manifest)
+    assert list(counts.index) == list(full.index)  # every split and label keeps a share
+    # Within the size of the largest duplicate group (2), which moves as one.
+    assert ((counts - full * ratio).abs() <= 2).all(), (counts, full)
+    assert abs(len(sub.manifest) - 50) <= 3
+    paths = set(sub.manifest["path"])
+    assert ("train/FAKE/0.png" in paths) == ("train/FAKE/copy.png" in paths)
+    assert sub.fingerprint != data.fingerprint and "subset of 50" in sub.source
+    assert sample_subset(data, 50, seed=0).manifest["path"].tolist() == \
+        sub.manifest["path"].tolist()
+    with pytest.raises(ValueError, match="subset of 1 images is impossible"):
+        sample_subset(data, 1)
+
+
+def test_train_best_retrains_on_the_whole_pool_and_predict_loads_it(
+        tiny_data: Path, tiny_study: Path, tmp_path: Path,
+        capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "model"
+    code = train_best_main(["--space", "cifake_fast_search", "--data", str(tiny_data),
+                            "--set", "epochs=2", "--set", "image_size=16",
+                            "--out", str(out)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "scored on the data's own test split" in printed
+    curve = pd.read_parquet(out / "curve.parquet")
+    assert curve["epoch"].tolist() == [1, 2]
+    assert (curve["wall_seconds"].diff().dropna() > 0).all()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n_val"] == 0 and summary["n_train"] == 96 and summary["n_test"] == 32
+    assert summary["config"]["split_ratio"] == 1.0
+    assert summary["test_accuracy"] == pytest.approx(curve["test_accuracy"].iloc[-1])
+    assert predict_main([str(tiny_data / "test" / "FAKE"), "--checkpoint",
+                         str(out / "checkpoint.pt")]) == 0
+    assert "16 image(s)" in capsys.readouterr().out
+    # --study: the best trial of a finished study, with a validation set kept on request.
+    code = train_best_main(["--study", str(tiny_study), "--data", str(tiny_data),
+                            "--set", "epochs=1", "--validation", "0.25",
+                            "--out", str(tmp_path / "from_study")])
+    assert code == 0
+    summary = json.loads((tmp_path / "from_study" / "summary.json").read_text())
+    assert "best trial" in summary["origin"] and summary["n_val"] == 24
+
+
+def test_train_best_errors_name_the_fix(tiny_data: Path, capsys: pytest.CaptureFixture) -> None:
+    assert train_best_main(["--space", "quickstart", "--data", str(tiny_data)]) == 2
+    assert "no chosen configuration yet" in capsys.readouterr().err
+    assert train_best_main(["--space", "cifake_fast_search", "--data", str(tiny_data),
+                            "--validation", "1.5"]) == 2
+    assert "--validation 1.5 must lie in [0, 1)" in capsys.readouterr().err
+
+
+def test_carved_holdout_is_reported_as_such(tmp_path: Path, tiny_data: Path) -> None:
+    import shutil
+
+    only_train = tmp_path / "train_only"
+    shutil.copytree(tiny_data / "train", only_train / "train")
+    assert origin_of_test_split(load_dataset(only_train, progress=False)) == "holdout"
+    assert origin_of_test_split(load_dataset(tiny_data, progress=False)) == "dataset"
