@@ -3,6 +3,10 @@
 Compares the project's ingest (parallel decode into the cache) with a plain loop that opens each
 image of the archive with PIL, on the same files, and times a cache hit (a second study's start).
 Prints medians over repeats and their ratio.
+
+``--device cuda`` adds the GPU variant: the same JPEG bytes decoded in batches by nvJPEG
+(``torchvision.io.decode_jpeg(..., device="cuda")``), timed to the last image on the device.
+It needs a GPU; the figures in the README are CPU figures.
 """
 
 from __future__ import annotations
@@ -34,6 +38,24 @@ def plain_pil_loop(path: Path) -> np.ndarray:
                          for n in names])
 
 
+def gpu_decode(path: Path, device: str, batch: int = 4096) -> float:
+    """Median-ready timing of nvJPEG batch decoding of every JPEG of ``path`` on ``device``."""
+    import torch
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    with zipfile.ZipFile(path) as zf:
+        blobs = [torch.frombuffer(bytearray(zf.read(n)), dtype=torch.uint8)
+                 for n in zf.namelist() if n.lower().endswith((".jpg", ".jpeg"))]
+
+    def run() -> None:
+        for i in range(0, len(blobs), batch):
+            decode_jpeg(blobs[i : i + batch], mode=ImageReadMode.RGB, device=device)
+        torch.cuda.synchronize()
+
+    run()  # warm-up: nvJPEG handles and CUDA context
+    return median_seconds(run, 3)[0]
+
+
 def subset_zip(path: Path, limit: int, folder: Path) -> Path:
     target = folder / f"subset-{limit}.zip"
     per_class = limit // 2
@@ -53,7 +75,14 @@ def main() -> None:
     p.add_argument("--data", type=Path, default=DEFAULT)
     p.add_argument("--limit", type=int, default=0, help="use only N images (0 = all)")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--device", default="cpu",
+                   help="cuda: also time nvJPEG batch decoding on the GPU")
     args = p.parse_args()
+    if args.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            sys.exit("--device cuda needs a CUDA GPU and a CUDA build of torch; none is visible")
     if not args.data.exists():
         sys.exit(f"no data at {args.data}; pass --data with the CIFAKE zip")
     work = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
@@ -74,14 +103,16 @@ def main() -> None:
     load_dataset(data, progress=False, cache_dir=cache)
     t_hit, _ = median_seconds(lambda: load_dataset(data, progress=False, cache_dir=cache),
                               args.repeats)
+    rows = [["plain PIL loop (baseline)", t_pil, n / t_pil, 1.0],
+            ["load_dataset, cold cache", t_cold, n / t_cold, t_pil / t_cold],
+            ["load_dataset, cache hit", t_hit, n / t_hit, t_pil / t_hit]]
+    if args.device.startswith("cuda"):
+        t_gpu = gpu_decode(data, args.device)
+        rows.append([f"nvJPEG batch decode on {args.device}", t_gpu, n / t_gpu, t_pil / t_gpu])
     print_table(
         f"Ingest of {n:,} images from {data.name} ({os.cpu_count()} cores, median of "
         f"{args.repeats})",
-        ["pipeline", "seconds", "images/s", "speed-up vs PIL loop"],
-        [["plain PIL loop (baseline)", t_pil, n / t_pil, 1.0],
-         ["load_dataset, cold cache", t_cold, n / t_cold, t_pil / t_cold],
-         ["load_dataset, cache hit", t_hit, n / t_hit, t_pil / t_hit]],
-    )
+        ["pipeline", "seconds", "images/s", "speed-up vs PIL loop"], rows)
 
 
 if __name__ == "__main__":
