@@ -5,6 +5,7 @@ Usage: ``python -m pytest tests/test_explain.py``
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -75,6 +76,12 @@ def test_grad_cam_points_at_the_region_holding_the_fake_evidence() -> None:
     share = cams[:, :8, :8].sum((1, 2)) / cams.sum((1, 2))
     # A uniform map would put a quarter of its weight on the quadrant.
     assert share.mean() > 0.5
+    # With test-time flip averaging the mirror pass sees the evidence top-right; its map is
+    # flipped back, so the explanation still points at the top-left quadrant.
+    tta = dataclasses.replace(detector, config=dataclasses.replace(detector.config, tta=True))
+    cams, _ = grad_cam(tta, fake)
+    share = cams[:, :8, :8].sum((1, 2)) / cams.sum((1, 2))
+    assert share.mean() > 0.5, share.mean()
 
 
 @pytest.mark.parametrize("model", ["small_cnn", "vae_detector"])

@@ -57,13 +57,17 @@ def grad_cam(detector: Detector, images: np.ndarray, target: str = "predicted",
             x = detector.to_unit(images[i : i + batch_size]).requires_grad_(True)
             with torch.enable_grad():
                 stat = detector.decision(x)
-                maps = captured[-1]
                 sign = torch.ones_like(stat)
                 if target == "predicted":
                     sign = torch.where(stat >= detector.decision_threshold, 1.0, -1.0)
-                (grad,) = torch.autograd.grad((sign * stat).sum(), maps)
-            weights = grad.mean(dim=(2, 3), keepdim=True)
-            cam = F.relu((weights * maps).sum(1, keepdim=True)).detach()
+                grads = torch.autograd.grad((sign * stat).sum(), captured)
+            # One forward pass, or two with test-time flip averaging (the image, then its
+            # mirror): each pass's weighted maps count, the mirror's flipped back into place.
+            cam = torch.zeros(())
+            for j, (maps, grad) in enumerate(zip(captured, grads, strict=True)):
+                part = (grad.mean(dim=(2, 3), keepdim=True) * maps).sum(1, keepdim=True)
+                cam = cam + (part.flip(-1) if j == 1 else part)
+            cam = F.relu(cam).detach()
             cam = F.interpolate(cam, size=tuple(x.shape[-2:]), mode="bilinear",
                                 align_corners=False)
             peak = cam.flatten(1).max(1).values.view(-1, 1, 1, 1)
