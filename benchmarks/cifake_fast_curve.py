@@ -2,14 +2,16 @@
 
 Usage:
     python benchmarks/cifake_fast_curve.py --data ../shared/data/cifake-train.zip
-    python benchmarks/cifake_fast_curve.py --data archive.zip --budgets 2 4 8 16 --device cuda
+    python benchmarks/cifake_fast_curve.py --data cifake-train.zip --runs 4 8 cifake_fast_s:8
+    python benchmarks/cifake_fast_curve.py --data archive.zip --runs 4 8 16 32 --device cuda
 
-Each budget is a complete run of ``cifake_fast_search``'s chosen configuration with that many
-epochs (the one-cycle schedule anneals to zero at the budget, so a 4-epoch run is not the first
-half of an 8-epoch run). Every run trains on the whole training pool (``split_ratio=1``) and is
-scored on the hold-out (or the archive's own test split). The baseline, in the same script, is
-the best seed recipe that trains at 32 px on a CPU: Purba & Suparwito's CNN #3 with Adam at
-0.001 and batch 32, as the paper trained it, for the epochs that fit the same time.
+Each run (``EPOCHS``, or ``MODEL:EPOCHS`` for another width) is a complete run of
+``cifake_fast_search``'s chosen configuration with that many epochs (the one-cycle schedule
+anneals to zero at the budget, so a 4-epoch run is not the first half of an 8-epoch run). Every
+run trains on the whole training pool (``split_ratio=1``) and is scored on the hold-out (or the
+archive's own test split). The baseline, in the same script, is the best seed recipe that trains
+at 32 px on a CPU: Purba & Suparwito's CNN #3 with Adam at 0.001 and batch 32, as the paper
+trained it.
 Prints one table: recipe, epochs, training seconds, wall seconds, test accuracy and AUC.
 """
 
@@ -49,8 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", required=True, help="the CIFAKE archive or folder")
     p.add_argument("--subset", type=int, help="a seeded subset of N images (quick looks)")
-    p.add_argument("--budgets", type=int, nargs="+", default=[2, 4, 8],
-                   help="epochs of each cifake_fast run")
+    p.add_argument("--runs", nargs="+", default=["2", "4", "8"],
+                   help="EPOCHS (the chosen model) or MODEL:EPOCHS, one complete run each")
     p.add_argument("--baseline-epochs", type=int, nargs="*", default=[2],
                    help="epochs of each baseline run (none: skip the baseline)")
     p.add_argument("--device", help="cpu, cuda or mps (default: the best available)")
@@ -63,9 +65,11 @@ def main(argv: list[str] | None = None) -> int:
         data = sample_subset(data, args.subset, 0)
     chosen = get_space("cifake_fast_search").chosen_config()
     rows = []
-    for epochs in args.budgets:
-        rows.append(["cifake_fast (chosen)", *run_once({**chosen, "epochs": epochs}, data,
-                                                        args.device)[1:]])
+    for spec in args.runs:
+        model, _, epochs = spec.rpartition(":")
+        values = {**chosen, "epochs": int(epochs), **({"model": model} if model else {})}
+        label = f"{values['model']} ({'chosen' if not model else 'chosen recipe'})"
+        rows.append([label, *run_once(values, data, args.device)[1:]])
     for epochs in args.baseline_epochs:
         rows.append(["seed: purba_cnn3, Adam", *run_once({**BASELINE, "epochs": epochs}, data,
                                                           args.device)[1:]])

@@ -604,7 +604,7 @@ def origin_of_test_split(data: ImageSet) -> str:
         return str(known)
     # Caches written before the report said so: a dataset's own test images live under test/.
     paths = data.manifest.loc[data.manifest["split"] == "test", "path"].astype(str)
-    return "dataset" if len(paths) and paths.str.contains(r"(^|/)test/").all() else "holdout"
+    return "dataset" if len(paths) and paths.str.contains(r"(?:^|/)test/").all() else "holdout"
 
 
 def sample_subset(data: ImageSet, n: int, seed: int = 0) -> ImageSet:
