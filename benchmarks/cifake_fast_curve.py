@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", required=True, help="the CIFAKE archive or folder")
     p.add_argument("--subset", type=int, help="a seeded subset of N images (quick looks)")
-    p.add_argument("--runs", nargs="+", default=["2", "4", "8"],
+    p.add_argument("--runs", nargs="*", default=["2", "4", "8"],
                    help="EPOCHS (the chosen model) or MODEL:EPOCHS, one complete run each")
     p.add_argument("--baseline-epochs", type=int, nargs="*", default=[2],
                    help="epochs of each baseline run (none: skip the baseline)")

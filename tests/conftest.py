@@ -68,6 +68,26 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def data(tiny_data: Path):
+    """The tiny folder, ingested (an ImageSet)."""
+    from trainables.data import load_dataset
+
+    return load_dataset(tiny_data, progress=False)
+
+
+def snapshot(state: dict) -> dict:
+    """A copy of a checkpoint state as it would be on disk (state tensors alias the live model)."""
+    import io
+
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    buf.seek(0)
+    return torch.load(buf, weights_only=False)
+
+
+@pytest.fixture(scope="session")
 def small_sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A smaller build of the embedded sample data (400 + 150 images per class)."""
     from trainables.sample import build_sample

@@ -16,7 +16,7 @@ def test_unknown_key_lists_the_valid_ones() -> None:
 
 @pytest.mark.parametrize(
     ("key", "value", "rule"),
-    [("batch_size", 0, "positive"), ("epochs", 0, "at least 1"), ("split_ratio", 1.0, "between"),
+    [("batch_size", 0, "positive"), ("epochs", 0, "at least 1"), ("split_ratio", 1.5, r"\(0, 1\]"),
      ("lr", -1.0, "positive"), ("optimizer", "rmsprop", "one of"), ("lr_decay", 1.5, r"\(0, 1\]"),
      ("label_smoothing", 0.5, r"\[0, 0.5\)"), ("image_size", 4, "between 8 and 512")],
 )

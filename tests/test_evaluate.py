@@ -15,7 +15,7 @@ import pytest
 from test_results_tables import outcome, write
 
 import results
-from results.schema import ROBUSTNESS, TABLES, VERSION_KEY
+from results.schema import ROBUSTNESS, SCHEMA_VERSION, TABLES, VERSION_KEY
 from results.tables import replace_rows, trial_checkpoint
 from study.checkpoints import TrialError, best_trial, resolve_trials
 from study.evaluate import main
@@ -45,7 +45,7 @@ def test_evaluation_appends_metrics_and_predictions_tagged_with_the_eval_set(
     for name in ("evaluations", "eval_predictions"):
         stored = pq.read_schema(study_copy / f"{name}.parquet")
         assert stored.remove_metadata().equals(TABLES[name])
-        assert stored.metadata[VERSION_KEY] == b"2"
+        assert stored.metadata[VERSION_KEY] == str(SCHEMA_VERSION).encode()
 
 
 def test_evaluating_the_same_trial_on_the_same_set_again_replaces_its_rows(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import snapshot
 
 from search_spaces import SpaceError, get_space
 from study.predict import main as predict_main
@@ -25,18 +25,6 @@ from trainables.train import _OneCycle, classify, load_state, save_state, train
 RECIPE = dict(model="cifake_fast_s", optimizer="sgd", lr=0.05, weight_decay=5e-4,
               schedule="onecycle", warmup=0.2, ema=0.99, tta=True, flip=True, translate=2,
               label_smoothing=0.2, batch_size=32, split_ratio=0.75, image_size=16)
-
-
-@pytest.fixture(scope="module")
-def data(tiny_data: Path):
-    return load_dataset(tiny_data, progress=False)
-
-
-def snapshot(state: dict) -> dict:
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    buf.seek(0)
-    return torch.load(buf, weights_only=False)
 
 
 def test_whitening_decorrelates_the_patches_it_was_fitted_on() -> None:

@@ -3,33 +3,19 @@
 from __future__ import annotations
 
 import ast
-import io
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import snapshot
 
 from trainables.config import TrainConfig
-from trainables.data import load_dataset
 from trainables.loader import Preprocess, augment
 from trainables.metrics import METRIC_NAMES, best_threshold, classification_metrics
 from trainables.train import load_state, model_from_state, save_state, select_device, train
 
 FAST = dict(model="small_cnn", batch_size=16, image_size=16, split_ratio=0.75)
-
-
-@pytest.fixture(scope="module")
-def data(tiny_data: Path):
-    return load_dataset(tiny_data, progress=False)
-
-
-def snapshot(state: dict) -> dict:
-    """A copy of the checkpoint as it would be on disk (state tensors alias the live model)."""
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    buf.seek(0)
-    return torch.load(buf, weights_only=False)
 
 
 def run(data, **kw):
