@@ -46,11 +46,14 @@ def main() -> None:
     p.add_argument("--data", default="sample")
     p.add_argument("--images", type=int, default=6000, help="CIFAKE subset size (--data cifake)")
     p.add_argument("--gpus-per-trial", type=float, default=None, help="GPU variant")
+    p.add_argument("--grace", type=int, default=2, help="ASHA grace period (epochs)")
+    p.add_argument("--reduction-factor", type=int, default=2, help="ASHA reduction factor")
     args = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-asha-"))
     data = str(cifake_subset(args.images, work)) if args.data == "cifake" else args.data
     out = {}
-    for name, asha in (("full", None), ("asha", Asha(grace_period=2, reduction_factor=2))):
+    for name, asha in (("full", None), ("asha", Asha(grace_period=args.grace,
+                                                   reduction_factor=args.reduction_factor))):
         SPACES.add(f"bench_{name}", Space(f"bench_{name}", "benchmark", PARAMS,
                                           fixed={"split_ratio": 0.8}, asha=asha))
         gpu = [] if args.gpus_per_trial is None else ["--gpus-per-trial",
@@ -67,7 +70,8 @@ def main() -> None:
     rank = int(match.index[0]) + 1
     describe = lambda r: f"{r['model']} b{r['batch_size']} e{r['epochs']}"  # noqa: E731
     print_table(
-        f"ASHA vs full grid on {data} ({len(full)} trials)",
+        f"ASHA (grace {args.grace}, reduction factor {args.reduction_factor}) vs full grid on "
+        f"{data} ({len(full)} trials)",
         ["run", "epochs spent", "wall s", "winner", "winner val acc", "winner test acc"],
         [["full grid", int(full["epochs_run"].sum()), full["wall_seconds"].sum(),
           describe(best_full), best_full["best_val_accuracy"], best_full["test_accuracy"]],
