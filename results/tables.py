@@ -20,7 +20,7 @@ import os
 import re
 import tempfile
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -102,6 +102,23 @@ def empty(name: str) -> pd.DataFrame:
     return SCHEMAS[name].empty_table().to_pandas()
 
 
+def replace_atomically(path: str | os.PathLike[str], write: Callable[[str], Any]) -> None:
+    """``write(tmp)`` to a temporary file beside local ``path``, then ``os.replace`` it there.
+
+    A reader (or a crash) sees the old file or the new one, never half of one.
+    """
+    path = os.fspath(path)
+    folder, name = os.path.split(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}-", suffix=".tmp", dir=folder or ".")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
 def write_table(df: pd.DataFrame, name: str, study_dir: str) -> str:
     """Write ``<study_dir>/<name>.parquet`` atomically; returns its path.
 
@@ -114,14 +131,7 @@ def write_table(df: pd.DataFrame, name: str, study_dir: str) -> str:
     target = f"{base}/{name}.parquet"
     if isinstance(fs, pafs.LocalFileSystem):
         os.makedirs(base, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}-", suffix=".parquet.tmp", dir=base)
-        os.close(fd)
-        try:
-            pq.write_table(table, tmp)
-            os.replace(tmp, target)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        replace_atomically(target, lambda tmp: pq.write_table(table, tmp))
     else:
         fs.create_dir(base, recursive=True)
         pq.write_table(table, target, filesystem=fs)

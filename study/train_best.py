@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -32,6 +30,7 @@ from typing import Any
 import pandas as pd
 
 from results.schema import HYPERPARAMETER_NAMES
+from results.tables import replace_atomically
 from search_spaces import SpaceError, get_space
 from study.checkpoints import USER_ERRORS, best_trial, trials_table
 from study.run import parse_overrides, resolve_data
@@ -89,17 +88,6 @@ def test_split_name(data: ImageSet) -> str:
             if held_out else "the data's own test split")
 
 
-def _write_atomic(path: Path, write: Any) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -135,8 +123,8 @@ def run(args: argparse.Namespace) -> int:
             final["metrics"] = metrics
 
     metrics = train(config, data, device=args.device, on_epoch=on_epoch)
-    _write_atomic(out / "checkpoint.pt", lambda tmp: save_state(final["state"], tmp))
-    _write_atomic(out / "curve.parquet",
+    replace_atomically(out / "checkpoint.pt", lambda tmp: save_state(final["state"], tmp))
+    replace_atomically(out / "curve.parquet",
                   lambda tmp: pd.DataFrame(rows).to_parquet(tmp, index=False))
     summary = {
         "origin": origin, "config": config.asdict(), "data": data.source,
@@ -146,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
         "train_seconds": metrics["train_seconds"], "wall_seconds": rows[-1]["wall_seconds"],
         **{k: v for k, v in metrics.items() if k.startswith("test_")},
     }
-    _write_atomic(out / "summary.json",
+    replace_atomically(out / "summary.json",
                   lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=1, default=str)))
     print(f"test accuracy {metrics['test_accuracy']:.4f} (AUC {metrics['test_auc']:.4f}) on "
           f"{metrics['n_test']} images after {metrics['train_seconds']:.0f} s of training "
