@@ -38,12 +38,14 @@ from results.tables import (
 from trainables.config import TrainConfig
 
 
+def _with_config_keys(df: pd.DataFrame) -> pd.DataFrame:
+    """``config_key`` computed from the trials' hyperparameter columns."""
+    hp = df[[c for c in HYPERPARAMETER_NAMES if c in df.columns]]
+    return df.assign(config_key=[config_key(r) for r in hp.to_dict("records")])
+
+
 def _v1_to_v2(name: str, df: pd.DataFrame) -> pd.DataFrame:
-    if name == "trials":
-        df = df.copy()
-        hp = df[[c for c in HYPERPARAMETER_NAMES if c in df.columns]]
-        df["config_key"] = [config_key(r) for r in hp.to_dict("records")]
-    return df
+    return _with_config_keys(df) if name == "trials" else df
 
 
 def _v2_to_v3(name: str, df: pd.DataFrame) -> pd.DataFrame:
@@ -52,8 +54,7 @@ def _v2_to_v3(name: str, df: pd.DataFrame) -> pd.DataFrame:
         for key, default in TrainConfig().asdict().items():
             if key not in df.columns:
                 df[key] = default
-        hp = df[[c for c in HYPERPARAMETER_NAMES if c in df.columns]]
-        df["config_key"] = [config_key(r) for r in hp.to_dict("records")]
+        return _with_config_keys(df)
     return df
 
 
