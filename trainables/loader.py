@@ -148,8 +148,11 @@ def batches(
                                if generator is not None else "cpu").to(device)
     else:
         order = torch.arange(n, device=device)
-    for start in range(0, n, batch_size):
-        idx = order[start : start + batch_size]
-        if shuffle and len(idx) == 1 and n > 1:
-            return
-        yield idx
+    for k in range(batch_count(n, batch_size, shuffle)):
+        yield order[k * batch_size : (k + 1) * batch_size]
+
+
+def batch_count(n: int, batch_size: int, shuffle: bool) -> int:
+    """How many batches ``batches`` yields (the steps of a training epoch when shuffled)."""
+    count = -(-n // batch_size)
+    return count - 1 if shuffle and n > 1 and n % batch_size == 1 else count

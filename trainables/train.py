@@ -26,7 +26,7 @@ from torch import nn
 
 from trainables.config import ConfigError, TrainConfig
 from trainables.data import ImageSet, make_splits
-from trainables.loader import Preprocess, batches, resident_images
+from trainables.loader import Preprocess, batch_count, batches, resident_images
 from trainables.metrics import METRIC_NAMES, best_threshold, classification_metrics
 from trainables.models import AnomalyDetector, count_parameters, create_model, model_spec
 
@@ -86,8 +86,8 @@ class _Run:
             self.model = self.model.to(memory_format=torch.channels_last)
         if hasattr(self.model, "init_whitening"):
             # Data-dependent first layer (cifake_fast): whiten 2x2 patches of training images.
-            sample = self.index["train"][:WHITENING_SAMPLE]
-            self.model.init_whitening(self.prep_eval(self.images[sample].permute(0, 3, 1, 2)))
+            sample = torch.arange(min(WHITENING_SAMPLE, len(self.splits.train)), device=device)
+            self.model.init_whitening(self.prep_eval(self.batch("train", sample)))
         self.num_params = count_parameters(self.model)
         self.anomaly = isinstance(self.model, AnomalyDetector)
         if self.anomaly and not len(self.splits.val):
@@ -100,11 +100,10 @@ class _Run:
         else:
             self.opt = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
                                        weight_decay=config.weight_decay, nesterov=True)
-        n_train = len(self.splits.train)
-        self.steps_per_epoch = n_train // config.batch_size + int(n_train % config.batch_size > 1)
         if config.schedule == "onecycle":
+            steps = config.epochs * batch_count(len(self.splits.train), config.batch_size, True)
             self.sched: torch.optim.lr_scheduler.LRScheduler = torch.optim.lr_scheduler.LambdaLR(
-                self.opt, _OneCycle(config.epochs * self.steps_per_epoch, config.warmup))
+                self.opt, _OneCycle(steps, config.warmup))
         else:
             self.sched = torch.optim.lr_scheduler.ExponentialLR(self.opt, gamma=config.lr_decay)
         # The weight average evaluates, so it is what validation, test and checkpoints see.
