@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from trainables.metrics import auc_weighted
+
 EXACT_BELOW = 25  # discordant pairs under which McNemar's test is the exact binomial one
 
 
@@ -56,28 +58,6 @@ class McNemarResult:
 
     def asdict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def auc_weighted(labels: np.ndarray, groups: np.ndarray, n_groups: int, weights: np.ndarray
-                 ) -> float:
-    """ROC AUC of weighted samples; ``groups`` ranks the scores (ties share a group, count 1/2).
-
-    The Mann-Whitney form: P(score of a FAKE > score of a REAL) + 1/2 P(tie).
-    """
-    pos = np.bincount(groups, weights=weights * (labels == 1), minlength=n_groups)
-    neg = np.bincount(groups, weights=weights * (labels == 0), minlength=n_groups)
-    total_pos, total_neg = pos.sum(), neg.sum()
-    if total_pos == 0 or total_neg == 0:
-        return math.nan
-    below = np.cumsum(neg) - neg  # REAL weight strictly below each score group
-    return float((pos * (below + 0.5 * neg)).sum() / (total_pos * total_neg))
-
-
-def auc(labels: np.ndarray, scores: np.ndarray) -> float:
-    """ROC AUC (equal to ``sklearn.metrics.roc_auc_score``); NaN with a single class."""
-    labels = np.asarray(labels).astype(int)
-    unique, groups = np.unique(np.asarray(scores, dtype=np.float64), return_inverse=True)
-    return auc_weighted(labels, groups, len(unique), np.ones(len(labels)))
 
 
 def _percentile_interval(values: np.ndarray, level: float) -> tuple[float, float]:

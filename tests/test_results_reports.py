@@ -20,7 +20,7 @@ from results.query import main as query
 from results.render import FORMATS
 from results.report import main as report_main
 from results.reports import compare, paper_layout
-from results.stats import auc
+from trainables.metrics import auc
 from results.tables import TrialOutcome, write_study_tables
 from trainables.train import save_state
 

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from results.stats import auc, binomial_two_sided, bootstrap, mcnemar
+from results.stats import binomial_two_sided, bootstrap, mcnemar
+from trainables.metrics import auc
 
 
 def paired(both: int, only_a: int, only_b: int, neither: int) -> tuple[np.ndarray, np.ndarray]:

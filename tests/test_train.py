@@ -116,6 +116,50 @@ def test_metrics_match_hand_counts() -> None:
     assert np.isnan(single["auc"])
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_metrics_equal_scikit_learn(seed: int) -> None:
+    import sklearn.metrics as skm
+
+    rng = np.random.default_rng(seed)
+    n = [7, 60, 500, 3][seed]
+    labels = rng.integers(0, 2, n)
+    labels[:2] = [0, 1]
+    scores = rng.random(n).round(1 if seed % 2 else 6)  # coarse scores: many ties
+    if seed == 3:
+        scores[:] = 0.9  # every image predicted FAKE: REAL's precision is 0/0
+    m = classification_metrics(labels, scores)
+    pred = (scores >= 0.5).astype(int)
+    p, r, f, _ = skm.precision_recall_fscore_support(labels, pred, labels=[0, 1],
+                                                     zero_division=0)
+    expected = {
+        "accuracy": skm.accuracy_score(labels, pred),
+        "precision": p[1], "recall": r[1], "f1": f[1],
+        "precision_real": p[0], "recall_real": r[0], "f1_real": f[0],
+        **{f"{k}_{avg}": v for avg in ("macro", "weighted") for k, v in zip(
+            ("precision", "recall", "f1"), skm.precision_recall_fscore_support(
+                labels, pred, labels=[0, 1], average=avg, zero_division=0)[:3], strict=False)},
+        "auc": skm.roc_auc_score(labels, scores),
+        "ap": skm.average_precision_score(labels, scores),
+        **dict(zip(("tn", "fp", "fn", "tp"),
+                   skm.confusion_matrix(labels, pred, labels=[0, 1]).ravel(), strict=True)),
+    }
+    assert set(expected) == set(METRIC_NAMES)
+    for name in METRIC_NAMES:
+        assert m[name] == pytest.approx(expected[name], abs=1e-12), name
+
+
+def test_a_trial_process_does_not_import_scikit_learn() -> None:
+    # Each Ray worker pays for its imports (time and memory, benchmarks/memory.py); the epoch
+    # metrics are numpy so that scikit-learn stays out of the trial process.
+    import subprocess
+    import sys
+
+    code = "import sys, trainables.tune_adapter; print('sklearn' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parents[1], check=True)
+    assert out.stdout.strip() == "False"
+
+
 def test_trainables_never_import_ray_except_the_adapter() -> None:
     package = Path(__file__).resolve().parents[1] / "trainables"
     offenders = []

@@ -21,13 +21,12 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.metrics import roc_auc_score
 from torch import nn
 
 from trainables.config import ConfigError, TrainConfig
 from trainables.data import ImageSet, make_splits
 from trainables.loader import Preprocess, batch_count, batches, resident_images
-from trainables.metrics import METRIC_NAMES, best_threshold, classification_metrics
+from trainables.metrics import METRIC_NAMES, auc, best_threshold, classification_metrics
 from trainables.models import AnomalyDetector, count_parameters, create_model, model_spec
 
 EpochCallback = Callable[[dict[str, Any], Callable[[], dict[str, Any]]], None]
@@ -306,7 +305,7 @@ def train(
         if run.anomaly and hasattr(run.model, "direction") and len(set(val_labels)) == 2:
             # Polarity with the threshold, on validation: an anomaly score that ranks fakes
             # below reals (AUC < 0.5) is flipped, in the model, so test and later scoring agree.
-            if roc_auc_score(val_labels, val_scores) < 0.5:
+            if auc(val_labels, val_scores) < 0.5:
                 for model in {id(m): m for m in (run.model, run.evaluated)}.values():
                     model.direction.mul_(-1)
                 val_scores = -val_scores
