@@ -83,6 +83,33 @@ def test_purba_models_have_table_1_parameter_counts(name: str) -> None:
     assert count_parameters(create_model(name)) == PURBA_TABLE_1[name]
 
 
+@pytest.mark.parametrize("name", ["purba_cnn1", "purba_cnn2", "purba_cnn3", "iacob_cnn"])
+def test_pooling_before_relu_is_the_papers_relu_then_pooling(name: str) -> None:
+    # The zoo pools before the ReLU (faster); the papers' Keras order, on the same modules,
+    # must give the same outputs and the same gradients.
+    torch.manual_seed(0)
+    model = create_model(name).train()
+    layers = list(model)
+    keras = list(layers)
+    for i in range(len(keras) - 1):
+        if isinstance(keras[i], nn.MaxPool2d) and isinstance(keras[i + 1], nn.ReLU):
+            keras[i], keras[i + 1] = keras[i + 1], keras[i]
+    assert keras != layers
+    x = torch.randn(8, 3, 32, 32)
+    grads = []
+    for order in (layers, keras):
+        model.zero_grad()
+        torch.manual_seed(1)  # the same dropout mask
+        out = nn.Sequential(*order)(x)
+        out.square().sum().backward()
+        grads.append([p.grad.clone() for p in model.parameters()])
+        if order is layers:
+            first = out.detach()
+    assert torch.allclose(out, first, atol=1e-6)
+    for a, b in zip(*grads, strict=True):
+        assert torch.allclose(a, b, atol=1e-5)
+
+
 def test_dense_model_at_undeclared_resolution_names_the_supported_one() -> None:
     with pytest.raises(ValueError, match="built for 32x32 input"):
         create_model("purba_cnn1")(torch.rand(2, 3, 64, 64))
