@@ -20,8 +20,8 @@ from results.query import main as query
 from results.render import FORMATS
 from results.report import main as report_main
 from results.reports import compare, paper_layout
-from trainables.metrics import auc
 from results.tables import TrialOutcome, write_study_tables
+from trainables.metrics import auc
 from trainables.train import save_state
 
 PNG = b"\x89PNG\r\n\x1a\n"
