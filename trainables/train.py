@@ -227,21 +227,27 @@ class _Run:
         """(mean loss, scores) over one split; scores are P(FAKE) or anomaly scores."""
         model = self.evaluated.eval()
         y_all = self.y[split]
-        losses, scores = [], []
+        # Results go into preallocated tensors rather than hundreds of small per-batch ones
+        # kept alive between each batch's large transient tensors, a pattern that fragments
+        # the C heap of the trial process.
+        scores = torch.empty(len(y_all), device=self.device)
+        loss_sum = torch.zeros((), device=self.device)
+        start = 0
         for idx in batches(len(y_all), max(self.config.batch_size, 256), False, None, self.device):
             x, y = self.prep_eval(self.batch(split, idx)), y_all[idx]
+            end = start + len(idx)
             with self._autocast():
                 if self.anomaly:
-                    losses.append(model.loss(x, y).float() * len(idx))
-                    scores.append(model.score(x).float())
+                    loss_sum += model.loss(x, y).float() * len(idx)
+                    scores[start:end] = model.score(x).float()
                 else:
                     forward = self.forward if model is self.model else model
                     logits = classify(forward, x, self.config.tta)
-                    losses.append(_eval_loss(logits, y))
-                    scores.append(logits.softmax(-1)[:, 1] if logits.shape[-1] == 2
-                                  else logits.view(-1).sigmoid())
-        loss = float(torch.stack(losses).sum().item() / max(len(y_all), 1))
-        return loss, torch.cat(scores).cpu().numpy() if scores else np.zeros(0)
+                    loss_sum += _eval_loss(logits, y)
+                    scores[start:end] = (logits.softmax(-1)[:, 1] if logits.shape[-1] == 2
+                                         else logits.view(-1).sigmoid())
+            start = end
+        return float(loss_sum.item() / max(len(y_all), 1)), scores.cpu().numpy()
 
 
 class _OneCycle:
