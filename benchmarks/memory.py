@@ -1,5 +1,9 @@
 """Peak memory of one node running 1, 2 and 4 concurrent trials: ``python benchmarks/memory.py``.
 
+Options: ``--trials 1,2,4``; ``--images N`` (a CIFAKE subset); ``--upscale S`` (each image S x S
+times larger by pixel repetition, a stand-in for GenImage-sized data: the cost of a trial should
+not grow with it).
+
 The data set enters Ray's object store once per study and every trial on the node maps that
 one copy, so each added trial should add its worker process, model and activations, but no copy
 of the data set. The baseline is the same trainable handed a private copy of the images, as a
@@ -7,6 +11,10 @@ trial that copies its data out of the object store (or reads it from disk itself
 Memory is the machine's used memory (total - available, shared memory included)
 above the level measured after Ray started and the data set was put in the object store,
 sampled every 0.2 s while the study runs.
+
+An added trial's cost splits into its worker process (Python, torch, Ray and this project's
+imports; measured alone as idle actors that only import the trainable's modules) and the trial's
+own working set (model, optimiser, batches, allocator caches): the last columns show both.
 """
 
 from __future__ import annotations
@@ -61,6 +69,30 @@ def peak_during(fn) -> int:
     return peak[0]
 
 
+@ray.remote(num_cpus=1)
+class ImportsOnly:
+    """A worker process holding what a trial process imports, and nothing else."""
+
+    def __init__(self) -> None:
+        import trainables.tune_adapter  # noqa: F401
+
+    def ready(self) -> int:
+        return os.getpid()
+
+
+def idle_worker_cost(k: int) -> float:
+    """MiB that each of ``k`` processes importing the trainable adds to the machine's use."""
+    ray.init(num_cpus=k, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    time.sleep(2)  # let Ray's own start-up settle before the baseline
+    base = used()
+    actors = [ImportsOnly.remote() for _ in range(k)]
+    ray.get([a.ready.remote() for a in actors])
+    time.sleep(1)
+    cost = (used() - base) / k / 2**20
+    ray.shutdown()
+    return cost
+
+
 def copying_trainable(config, data):
     """Baseline: the same trial, holding its own copy of the images."""
     import dataclasses
@@ -75,10 +107,17 @@ def main() -> None:
     p.add_argument("--gpus-per-trial", type=float, default=0.0,
                    help="GPU variant: host memory with trials on GPUs (device memory is per "
                    "trial by design: the whole uint8 set lives on each trial's device)")
+    p.add_argument("--upscale", type=int, default=1,
+                   help="repeat each pixel S x S times: a larger data set, the same trial")
     args = p.parse_args()
     data = load_dataset(CIFAKE if CIFAKE.exists() else build_sample(), progress=False)
     if args.images and args.images < len(data):
         data = subset(data, range(0, len(data), len(data) // args.images)[: args.images])
+    if args.upscale > 1:
+        import dataclasses
+
+        big = data.images.repeat(args.upscale, axis=1).repeat(args.upscale, axis=2)
+        data = dataclasses.replace(data, images=big)
     mb = data.images.nbytes / 2**20
     rows = []
     counts = [int(k) for k in args.trials.split(",")]
@@ -99,16 +138,19 @@ def main() -> None:
         peak = peak_during(tuner.fit)
         ray.shutdown()
         rows.append([name, k, (peak - base) / 2**20])
+    worker = idle_worker_cost(max(counts))
     for row in rows:
         first = next(r for r in rows if r[0] == row[0])
         k = row[1]
         added = (row[2] - first[2]) / (k - first[1]) if k > first[1] else float("nan")
-        row += [added, added / mb]
+        row += [added, added / mb, added - worker]
+    side = data.images.shape[1]
     print_table(
         f"Peak memory above idle Ray with the data set in the object store "
-        f"({len(data):,} images, {mb:.0f} MiB as uint8)",
+        f"({len(data):,} images of {side} px, {mb:.0f} MiB as uint8); a worker process that "
+        f"only imports the trainable costs {worker:.0f} MiB",
         ["trials hold", "concurrent trials", "peak MiB", "MiB per added trial",
-         "added trial / data set"], rows)
+         "added trial / data set", "added trial - worker process"], rows)
 
 
 if __name__ == "__main__":
