@@ -20,6 +20,7 @@ own working set (model, optimiser, batches, allocator caches): the last columns 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import os
 import sys
@@ -95,8 +96,6 @@ def idle_worker_cost(k: int) -> float:
 
 def copying_trainable(config, data):
     """Baseline: the same trial, holding its own copy of the images."""
-    import dataclasses
-
     trainable(config, dataclasses.replace(data, images=data.images.copy()))
 
 
@@ -114,8 +113,6 @@ def main() -> None:
     if args.images and args.images < len(data):
         data = subset(data, range(0, len(data), len(data) // args.images)[: args.images])
     if args.upscale > 1:
-        import dataclasses
-
         big = data.images.repeat(args.upscale, axis=1).repeat(args.upscale, axis=2)
         data = dataclasses.replace(data, images=big)
     mb = data.images.nbytes / 2**20
