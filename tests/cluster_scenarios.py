@@ -340,8 +340,14 @@ def node_loss(workdir: Path, data: Path | None) -> dict[str, Any]:
                         and all(len(c) >= 2 for c in checkpoints(study).values())):
             return
         workers = {n.node_id: n for n in cluster.worker_nodes}
-        busy = [a["node"] for a in trial_actors().values()
-                if a["state"] == "ALIVE" and a["node"] in workers]
+        # Busy: running a trial that has epochs left (a reused actor may be alive and idle,
+        # and a trial may have finished on a node the other trial still runs on).
+        actors = trial_actors()
+        running = [log["rows"][-1]["pid"] for log in tune_logs(study).values()
+                   if log["rows"] and log["rows"][-1]["epoch"] < 6]
+        busy = [actors[pid]["node"] for pid in running
+                if pid in actors and actors[pid]["state"] == "ALIVE"
+                and actors[pid]["node"] in workers]
         if not busy:
             return
         target = max(set(busy), key=busy.count)
