@@ -47,6 +47,7 @@ from trainables.config import ConfigError, TrainConfig
 from trainables.metrics import METRIC_NAMES
 
 CHECKPOINT_FILE = "checkpoint.pt"  # as trainables.tune_adapter names it
+BUDGET_SEP = "-e"  # <Tune trial id>-e<budget>: a budget a folded run served (Tune ids have no -)
 CHECKPOINT_DIR = re.compile(r"^checkpoint_(\d+)$")  # Tune's numbering of a trial's checkpoints
 PathLike = str | os.PathLike[str]
 
@@ -290,19 +291,44 @@ def _hyperparameters(config: dict[str, Any]) -> dict[str, Any]:
                 for k, v in {**TrainConfig().asdict(), **known}.items()}
 
 
+def budget_trial_id(run_id: str, budget: int, budgets: Sequence[int]) -> str:
+    """The trial id of ``budget`` within a folded run: the run's own id for its largest
+    budget (the run is that trial), ``<run id>-e<budget>`` for the others."""
+    return run_id if budget == max(budgets) else f"{run_id}{BUDGET_SEP}{budget}"
+
+
+def split_trial_id(trial_id: str) -> tuple[str, int | None]:
+    """(the Tune trial that ran it, the budget it was folded at or None) of a trial id."""
+    run_id, sep, budget = trial_id.rpartition(BUDGET_SEP)
+    if sep and run_id and budget.isdigit():
+        return run_id, int(budget)
+    return trial_id, None
+
+
 def trial_rows(
     study: str, trial_id: str, config: dict[str, Any], history: pd.DataFrame | None,
-    error: str | None, finished: bool = True,
+    error: str | None, finished: bool = True, budget: int | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """One trials row and its epochs rows from a trial's config, reported history and error."""
+    """One trials row and its epochs rows from a trial's config, reported history and error.
+
+    With ``budget``, the trial with that many epochs that a folded run (config ``budgets``)
+    served: the run's config and history up to that epoch.
+    """
+    if budget is not None:
+        config = {**config, "epochs": budget}
     hp = _hyperparameters(config)
     row: dict[str, Any] = {"study": study, "trial_id": trial_id, "config_key": config_key(hp),
                            **hp, "restarts": 0}
     epochs: list[dict[str, Any]] = []
-    if history is not None and len(history) and "epoch" in history.columns:
+    if history is not None and "epoch" in history.columns:
         # A trial restarted from a checkpoint reports its later epochs again: keep the last.
         history = history.drop_duplicates("epoch", keep="last").sort_values("epoch")
+        if budget is not None:
+            history = history[history["epoch"] <= budget]
+    reached = False  # a folded budget the run trained through, whatever happened later
+    if history is not None and len(history) and "epoch" in history.columns:
         last = history.iloc[-1].to_dict()
+        reached = budget is not None and int(last["epoch"]) == budget
         for rec in history.to_dict("records"):
             epochs.append({"study": study, "trial_id": trial_id,
                            **{f.name: _clean(rec.get(f.name)) for f in EPOCHS
@@ -324,15 +350,15 @@ def trial_rows(
                                         "device")},
             "restarts": int(last.get("restarts", 0) or 0),
         })
-        reason = last.get("stop_reason") or ""
+        reason = last.get("stop_reason") or ("budget" if reached else "")
     else:
         row["epochs_run"] = 0
         reason = ""
-    if error:
+    if error and not reached:
         row["status"], row["stop_reason"] = "ERROR", "error"
         row["error"] = error
     else:
-        row["status"] = "TERMINATED" if finished else "PENDING"
+        row["status"] = "TERMINATED" if finished or reached else "PENDING"
         # Neither its budget nor patience ended it, so the scheduler did.
         row["stop_reason"] = reason or ("asha" if finished else "interrupted")
     return {k: _clean(v) for k, v in row.items()}, epochs
@@ -484,13 +510,21 @@ def write_study_tables(
     from results.provenance import study_row
 
     study_dir = str(study_dir)
-    rows = [trial_rows(study, o.trial_id, o.config, o.history, o.error) for o in outcomes]
-    trials, epochs = frames(rows)
-    predictions = []
+    rows, predictions = [], []
     for o in outcomes:
+        # A folded run is one trial per budget it served (search_spaces.tuning).
+        budgets = [int(b) for b in o.config.get("budgets") or ()]
+        ids = {b: budget_trial_id(o.trial_id, b, budgets) for b in budgets} or {None: o.trial_id}
+        rows += [trial_rows(study, tid, o.config, o.history, o.error, budget=b)
+                 for b, tid in ids.items()]
         state = o.read_checkpoint()
         if state is not None:
-            predictions.append(prediction_frame(study, o.trial_id, state))
+            from trainables.train import state_at_budget
+
+            predictions += [prediction_frame(study, tid, state if b is None else
+                                             state_at_budget(state, b))
+                            for b, tid in ids.items()]
+    trials, epochs = frames(rows)
     new = {"trials": trials, "epochs": epochs, "predictions": merge("predictions", predictions)}
     if merge_existing:
         new = {name: merge(name, [_existing(study_dir, name), df]) for name, df in new.items()}

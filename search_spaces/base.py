@@ -252,6 +252,31 @@ class Space:
     def max_epochs(self) -> int:
         return max(self.epoch_values())
 
+    def folded_budgets(self) -> list[int]:
+        """The epoch budgets one run can serve, or [] when each needs its own run.
+
+        Configurations of a grid that differ only in ``epochs`` train identically up to the
+        smaller budget when the learning-rate schedule does not depend on the budget (every
+        epoch's shuffle, augmentation and dropout are seeded by the seed and the epoch, and
+        patience looks only backwards). One run to the largest budget then yields each smaller
+        budget's trial exactly, from the metrics and best weights it had at that epoch. The
+        one-cycle schedule spans the whole budget, so it is never folded.
+        """
+        p = self.params.get("epochs")
+        if (self.search != "grid" or p is None or p.kind != "grid"
+                or not 2 <= len(set(p.values)) == len(p.values)):
+            return []
+        schedules = (self.params["schedule"].candidates() if "schedule" in self.params
+                     else [self.fixed.get("schedule", TrainConfig.schedule)])
+        if "onecycle" in schedules:
+            return []
+        return sorted({int(v) for v in p.values})
+
+    def run_count(self, fold: bool = True) -> int:
+        """Runs a study of this space starts: trials, less those folded into a longer run."""
+        budgets = self.folded_budgets() if fold else []
+        return self.trial_count() // len(budgets) if budgets else self.trial_count()
+
     def trial_count(self) -> int:
         if self.search == "grid":
             return math.prod(len(p.values) for p in self.params.values()

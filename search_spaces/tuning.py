@@ -19,6 +19,7 @@ class TuneSetup:
     num_samples: int
     metric: str
     mode: str
+    budgets: list[int]  # epoch budgets folded into each run (Space.folded_budgets), or []
 
 
 class FollowModel:
@@ -48,9 +49,17 @@ def _domain(p: Param) -> Any:
     return tune.randint(int(p.low), int(p.high))
 
 
-def to_tune(space: Space, seed: int = 0) -> TuneSetup:
+def to_tune(space: Space, seed: int = 0, fold: bool = True) -> TuneSetup:
+    """Tune's view of ``space``; with ``fold``, one run per group of grid configurations that
+    differ only in a foldable ``epochs`` budget (``Space.folded_budgets``): the run trains to the
+    largest budget and carries ``budgets`` in its config, and the study's tables hold a trial per
+    budget (``results.tables``)."""
     space.validate()
     param_space = {**space.fixed, **{k: _domain(p) for k, p in space.params.items()}}
+    budgets = space.folded_budgets() if fold else []
+    if budgets:
+        param_space["epochs"] = max(budgets)
+        param_space["budgets"] = budgets
     # The seed is a hyperparameter like any other; a space may vary it to repeat trials.
     param_space.setdefault("seed", seed)
     scheduler: TrialScheduler
@@ -74,4 +83,4 @@ def to_tune(space: Space, seed: int = 0) -> TuneSetup:
 
         search_alg = BasicVariantGenerator(random_state=seed)
     return TuneSetup(param_space, scheduler, search_alg, space.num_samples, space.metric,
-                     space.mode)
+                     space.mode, budgets)

@@ -29,6 +29,7 @@ from results.tables import (
     _join,
     read_checkpoint_file,
     read_table,
+    split_trial_id,
     trial_checkpoint,
 )
 from trainables.config import ConfigError
@@ -97,7 +98,13 @@ def resolve_trials(study_dir: str, refs: Sequence[str]) -> list[TrialRef]:
 
 def load_trial_state(ref: TrialRef) -> dict[str, Any]:
     """The trial's newest checkpoint state; TrialError saying how to get one if there is none."""
+    # A trial that a folded run served (<run>-e<budget>) lives in that run's checkpoint.
+    run_id, budget = split_trial_id(ref.trial_id)
     found = trial_checkpoint(ref.study_dir, ref.trial_id)
+    if found is None and budget is not None:
+        found = trial_checkpoint(ref.study_dir, run_id)
+    else:
+        budget = None
     if found is None:
         status = ref.row.get("status")
         why = (f"it ended with an error ({str(ref.row.get('error') or '').splitlines()[0]})"
@@ -111,10 +118,15 @@ def load_trial_state(ref: TrialRef) -> dict[str, Any]:
             "--resume`), or use another trial (--trial best)")
     folder, fs = found
     try:
-        return read_checkpoint_file(folder, fs)
+        state = read_checkpoint_file(folder, fs)
     except Exception as exc:  # a truncated or foreign file: say which one
         raise TrialError(f"cannot read the checkpoint of trial {ref.trial_id} at {folder}/"
                          f"checkpoint.pt ({type(exc).__name__}: {exc})") from None
+    if budget is None:
+        return state
+    from trainables.train import state_at_budget
+
+    return state_at_budget(state, budget)
 
 
 def study_info(study_dir: str) -> dict[str, Any]:

@@ -93,6 +93,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="fix a hyperparameter for every trial (e.g. --set epochs=5)")
+    p.add_argument("--no-fold", action="store_true",
+                   help="run every epoch budget of a grid separately, instead of one run per "
+                   "configuration serving each of its budgets (the default where exact)")
     p.add_argument("--dry-run", action="store_true",
                    help="print the trials, ASHA rungs and resources; run nothing")
     p.add_argument("--quiet", action="store_true", help="less progress output")
@@ -167,6 +170,11 @@ def describe_plan(space: Space, args: argparse.Namespace) -> str:
     lines = [f"space {space.name}: {space.description}",
              f"  search: {space.search}, {trials} trials, metric {space.metric} ({space.mode})",
              f"  epochs per trial: {', '.join(map(str, epochs))}"]
+    budgets = [] if args.no_fold else space.folded_budgets()
+    if budgets:
+        lines.append(f"  folded: {space.run_count()} runs of {max(budgets)} epochs serve the "
+                     f"{trials} trials (budgets {', '.join(map(str, budgets))} of a configuration"
+                     " share one run; --no-fold runs each)")
     if space.asha:
         rungs = space.asha.rungs(max(epochs))
         lines.append(f"  ASHA: rungs at epochs {rungs} (grace {space.asha.grace_period}, "
@@ -422,7 +430,7 @@ def run(args: argparse.Namespace) -> int:
                  logging_level="WARNING")
         started_ray = True
     try:
-        setup = to_tune(space, seed=args.seed)
+        setup = to_tune(space, seed=args.seed, fold=not args.no_fold)
         gpus = float(ray.cluster_resources().get("GPU", 0))
         # The data set enters the object store once; every trial on a node maps that one copy.
         fn = tune.with_resources(tune.with_parameters(trainable, data=data),

@@ -267,3 +267,42 @@ def test_unreadable_checkpoint_warns_and_the_trial_keeps_its_row(tmp_path: Path)
     tables = results.load(tmp_path / "s")
     assert len(tables["trials"]) == 2
     assert set(tables["predictions"]["trial_id"]) == {"t2"}
+
+
+def test_a_folded_run_is_one_trial_per_budget_cut_from_its_history(tmp_path: Path) -> None:
+    from results.tables import split_trial_id
+
+    # A run serving budgets 1, 3 and 5 that the scheduler stopped after epoch 2.
+    o = outcome(tmp_path, "run_00000", epochs=2)
+    o.history["stop_reason"] = ""
+    o.config["budgets"], o.config["epochs"] = [1, 3, 5], 5
+    write(tmp_path / "s", "s", [o])
+    tables = results.load(tmp_path / "s")
+    trials = tables["trials"].set_index("epochs")
+    assert trials.loc[1, "trial_id"] == "run_00000-e1"
+    assert trials.loc[5, "trial_id"] == "run_00000"
+    assert split_trial_id("run_00000-e1") == ("run_00000", 1)
+    assert split_trial_id("run_00000") == ("run_00000", None)
+    # Budget 1 was trained through; budgets 3 and 5 share the run's cut at epoch 2.
+    assert (trials.loc[1, "epochs_run"], trials.loc[1, "stop_reason"]) == (1, "budget")
+    for b in (3, 5):
+        assert (trials.loc[b, "epochs_run"], trials.loc[b, "stop_reason"]) == (2, "asha")
+    assert (trials["status"] == "TERMINATED").all()
+    assert trials.loc[1, "wall_seconds"] == 2.0 and trials.loc[3, "wall_seconds"] == 3.0
+    assert trials["config_key"].is_unique  # the keys of the unfolded grid's three configs
+    assert "budgets" not in trials.columns
+    epochs = tables["epochs"]
+    assert sorted(epochs.groupby("trial_id").size().tolist()) == [1, 2, 2]
+    assert len(tables["predictions"]) == 3 * len(IDS)
+
+
+def test_a_folded_run_that_fails_keeps_the_budgets_it_finished(tmp_path: Path) -> None:
+    o = outcome(tmp_path, "run_00000", epochs=2)
+    o.history["stop_reason"] = ""
+    o.config["budgets"], o.config["epochs"] = [2, 4], 4
+    o.error = "FloatingPointError: training diverged at epoch 3"
+    write(tmp_path / "s", "s", [o])
+    trials = results.load(tmp_path / "s")["trials"].set_index("epochs")
+    assert (trials.loc[2, "status"], trials.loc[2, "stop_reason"]) == ("TERMINATED", "budget")
+    assert (trials.loc[4, "status"], trials.loc[4, "stop_reason"]) == ("ERROR", "error")
+    assert "diverged" in trials.loc[4, "error"]

@@ -79,3 +79,26 @@ def test_override_fixes_a_varied_hyperparameter_and_drops_asha_below_first_rung(
     assert "epochs" not in space.params and space.fixed["epochs"] == 2
     assert space.asha is None
     assert space.trial_count() == get_space("quickstart").trial_count() // 2
+
+
+def test_grid_budgets_fold_into_one_run_unless_the_schedule_spans_the_budget() -> None:
+    space = Space("f", "fold", {"epochs": grid(2, 4, 8), "batch_size": grid(16, 32)},
+                  fixed={"model": "small_cnn"})
+    assert space.folded_budgets() == [2, 4, 8]
+    assert (space.trial_count(), space.run_count(), space.run_count(fold=False)) == (6, 2, 6)
+    onecycle = Space("o", "one-cycle", space.params, fixed={"model": "small_cnn",
+                                                           "schedule": "onecycle", "warmup": 0.2})
+    assert onecycle.folded_budgets() == [] and onecycle.run_count() == 6
+    sampled = Space("s", "choice", {"epochs": choice(2, 4)}, search="random", num_samples=4)
+    assert sampled.folded_budgets() == []
+    single = Space("1", "one budget", {"batch_size": grid(16, 32)}, fixed={"epochs": 3})
+    assert single.folded_budgets() == []
+
+
+def test_cifake_grid_dry_run_says_how_its_budgets_fold(capsys: pytest.CaptureFixture[str]) -> None:
+    space = get_space("cifake_grid")
+    assert space.folded_budgets() == [40, 50, 60, 70, 80]
+    assert main(["--space", "cifake_grid", "--dry-run"]) == 0
+    assert f"folded: {space.trial_count() // 5} runs of 80 epochs" in capsys.readouterr().out
+    assert main(["--space", "cifake_grid", "--dry-run", "--no-fold"]) == 0
+    assert "folded" not in capsys.readouterr().out

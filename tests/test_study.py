@@ -146,3 +146,46 @@ def test_tables_are_replaced_atomically(tiny_study: Path) -> None:
     leftovers = [p.name for p in tiny_study.iterdir() if p.name.endswith(".tmp")]
     assert leftovers == []
     assert pd.read_parquet(tiny_study / "trials.parquet").shape == trials.shape
+
+
+def test_folded_budgets_give_exactly_the_trials_that_separate_runs_give(
+    ray_session, tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import numpy as np
+
+    from study.checkpoints import TrialRef, load_trial_state
+
+    space = Space("folding", "two configurations x budgets 1 and 3",
+                  {"batch_size": grid(16, 32), "epochs": grid(1, 3)},
+                  fixed={"model": "small_cnn", "image_size": 16, "lr": 3e-3}, asha=None)
+    monkeypatch.setitem(SPACES._items, "folding", space)
+    tables = {}
+    for name, extra in (("folded", []), ("separate", ["--no-fold"])):
+        assert main(["--space", "folding", "--data", str(tiny_data), "--storage", str(tmp_path),
+                     "--name", name, "--quiet", *extra]) == 0
+        tables[name] = results.load(tmp_path / name)
+    # Two Tune runs serve four trials; separately there is a run per trial.
+    assert len(list((tmp_path / "folded").glob("*/result.json"))) == 2
+    assert len(list((tmp_path / "separate").glob("*/result.json"))) == 4
+    folded, separate = (tables[n]["trials"].set_index("config_key") for n in tables)
+    assert len(folded) == 4 and set(folded.index) == set(separate.index)
+    same = ["epochs", "batch_size", "epochs_run", "stop_reason", "status", "best_epoch"]
+    assert folded[same].sort_index().equals(separate[same].sort_index())
+    close = ["best_val_loss", "best_val_accuracy", "test_accuracy", "test_auc", "threshold"]
+    np.testing.assert_allclose(folded[close].sort_index().to_numpy(float),
+                               separate[close].sort_index().to_numpy(float), atol=1e-5)
+    # The stored predictions of each folded trial are those of its separate twin.
+    preds = {n: tables[n]["predictions"].merge(tables[n]["trials"][["trial_id", "config_key"]])
+             .sort_values(["config_key", "image_id"]) for n in tables}
+    assert len(preds["folded"]) == len(preds["separate"]) > 0
+    np.testing.assert_allclose(preds["folded"]["score"], preds["separate"]["score"], atol=1e-5)
+    # The 1-epoch trial's checkpoint view holds its own best weights and its budget.
+    key = folded.index[(folded["epochs"] == 1) & (folded["batch_size"] == 16)][0]
+    states = {n: load_trial_state(TrialRef(str(tmp_path / n), n, t.loc[key, "trial_id"],
+                                           t.loc[key]))
+              for n, t in (("folded", folded), ("separate", separate))}
+    assert folded.loc[key, "trial_id"].endswith("-e1")
+    assert states["folded"]["config"]["epochs"] == 1 and states["folded"]["best"]["epoch"] == 1
+    for k, w in states["separate"]["best"]["weights"].items():
+        np.testing.assert_allclose(states["folded"]["best"]["weights"][k].numpy(), w.numpy(),
+                                   atol=1e-6)

@@ -18,7 +18,7 @@ from ray import tune
 
 from trainables.config import TrainConfig
 from trainables.data import ImageSet
-from trainables.train import load_state, save_state, train
+from trainables.train import BUDGET_BEST, load_state, save_state, train
 
 CHECKPOINT_FILE = "checkpoint.pt"
 
@@ -45,7 +45,9 @@ def trainable(config: dict[str, Any], data: ImageSet) -> None:
     # too short on a loaded node, and a reset that times out fails the next trial. Read by
     # FunctionTrainable.reset_config in this worker process.
     os.environ["TUNE_FUNCTION_THREAD_TIMEOUT_S"] = "60"
-    cfg = TrainConfig.from_dict(config)
+    # A folded run (search_spaces.tuning) also serves the smaller budgets of its configuration.
+    budgets = [int(b) for b in config.get("budgets") or ()]
+    cfg = TrainConfig.from_dict({k: v for k, v in config.items() if k != "budgets"})
     resume = None
     restarts = 0
     checkpoint = tune.get_checkpoint()
@@ -53,11 +55,19 @@ def trainable(config: dict[str, Any], data: ImageSet) -> None:
         with checkpoint.as_directory() as folder:
             resume = load_state(os.path.join(folder, CHECKPOINT_FILE))
         restarts = resume.get("restarts", 0) + 1  # after a crash, a lost node or a resume
+    # Budget -> the best-so-far record (weights, metrics, test scores) at that epoch: what the
+    # trial with that budget ends with. Records that did not change between budgets are one
+    # object, which the checkpoint stores once.
+    budget_best: dict[int, Any] = dict((resume or {}).get(BUDGET_BEST, {}))
 
     def report(metrics: dict[str, Any], state: Any) -> None:
         metrics = {**metrics, "restarts": restarts}
+        current = state()
+        if metrics["epoch"] in budgets[:-1]:
+            budget_best[metrics["epoch"]] = current["best"]
         with tempfile.TemporaryDirectory() as folder:
-            save_state({**state(), "restarts": restarts}, os.path.join(folder, CHECKPOINT_FILE))
+            save_state({**current, "restarts": restarts, BUDGET_BEST: budget_best},
+                       os.path.join(folder, CHECKPOINT_FILE))
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
     try:
