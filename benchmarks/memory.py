@@ -9,8 +9,8 @@ one copy, so each added trial should add its worker process, model and activatio
 of the data set. The baseline is the same trainable handed a private copy of the images, as a
 trial that copies its data out of the object store (or reads it from disk itself) holds.
 Memory is the machine's used memory (total - available, shared memory included)
-above the level measured after Ray started and the data set was put in the object store,
-sampled every 0.2 s while the study runs.
+above the level measured once Ray has started (and its start-up has settled) and the data set
+was put in the object store, sampled every 0.2 s while the study runs.
 
 An added trial's cost splits into its worker process (Python, torch, Ray and this project's
 imports; measured alone as idle actors that only import the trainable's modules) and the trial's
@@ -52,6 +52,19 @@ def used() -> int:
     return kib * 1024
 
 
+def settled(limit_s: float = 15.0) -> int:
+    """used() once Ray's start-up (its idle workers starting after ``ray.init`` returns) has
+    stopped moving it: less than 4 MiB of change over one second, or after ``limit_s``."""
+    last, deadline = used(), time.time() + limit_s
+    while time.time() < deadline:
+        time.sleep(1.0)
+        now = used()
+        if abs(now - last) < 4 * 2**20:
+            return now
+        last = now
+    return last
+
+
 def peak_during(fn) -> int:
     peak, stop = [used()], threading.Event()
 
@@ -84,8 +97,7 @@ class ImportsOnly:
 def idle_worker_cost(k: int) -> float:
     """MiB that each of ``k`` processes importing the trainable adds to the machine's use."""
     ray.init(num_cpus=k, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
-    time.sleep(2)  # let Ray's own start-up settle before the baseline
-    base = used()
+    base = settled()
     actors = [ImportsOnly.remote() for _ in range(k)]
     ray.get([a.ready.remote() for a in actors])
     time.sleep(1)
@@ -123,7 +135,7 @@ def main() -> None:
     for (name, fn_), k in itertools.product(variants, counts):
         ray.init(num_cpus=k, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
         fn = tune.with_parameters(fn_, data=data)  # puts the data in the object store
-        base = used()
+        base = settled()
         tuner = tune.Tuner(
             tune.with_resources(fn, {"cpu": 1, "gpu": args.gpus_per_trial}),
             param_space={"model": "small_cnn", "epochs": 1, "batch_size": 256,
