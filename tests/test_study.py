@@ -101,9 +101,11 @@ def _finished_trials(study: Path) -> int:
 def test_resume_after_driver_is_killed_finishes_without_losing_or_duplicating_trials(
     ray_session, tiny_data: Path, tmp_path: Path
 ) -> None:
-    space = Space("resumable", "four short trials run one at a time",
-                  {"batch_size": grid(8, 16, 24, 32)},
-                  fixed={"model": "small_cnn", "epochs": 3, "image_size": 16}, asha=None)
+    # Eight trials in four folded runs (budgets 2 and 3), run one at a time: a run is killed
+    # before or after its budget-2 record is in its checkpoint, and resumes either way.
+    space = Space("resumable", "eight short trials in four folded runs, one at a time",
+                  {"batch_size": grid(8, 16, 24, 32), "epochs": grid(2, 3)},
+                  fixed={"model": "small_cnn", "image_size": 16}, asha=None)
     args = ["--data", str(tiny_data), "--storage", str(tmp_path), "--name", "r",
             "--max-concurrent", "1", "--quiet"]
     address = ray_session.get_runtime_context().gcs_address
@@ -129,13 +131,20 @@ def test_resume_after_driver_is_killed_finishes_without_losing_or_duplicating_tr
         assert main(["--space", "resumable", "--resume", *args]) == 0
     finally:
         del SPACES._items["resumable"]
-    trials = results.load(tmp_path / "r")["trials"]
-    assert len(trials) == 4 and trials["trial_id"].is_unique
-    assert sorted(trials["batch_size"]) == [8, 16, 24, 32]
-    assert (trials["status"] == "TERMINATED").all() and (trials["epochs_run"] == 3).all()
-    epochs = results.load(tmp_path / "r")["epochs"]
+    tables = results.load(tmp_path / "r")
+    trials = tables["trials"]
+    assert len(trials) == 8 and trials["trial_id"].is_unique
+    pairs = sorted(zip(trials["batch_size"], trials["epochs"], strict=True))
+    assert pairs == [(b, e) for b in (8, 16, 24, 32) for e in (2, 3)]
+    assert (trials["status"] == "TERMINATED").all()
+    assert (trials["epochs_run"] == trials["epochs"]).all()
+    assert (trials["best_epoch"] <= trials["epochs"]).all()
+    epochs = tables["epochs"]
     assert not epochs.duplicated(["trial_id", "epoch"]).any()
-    assert len(epochs) == 12
+    assert len(epochs) == 4 * (2 + 3)
+    # Every trial, the budget-2 ones included, has its own test predictions.
+    assert tables["predictions"].groupby("trial_id").size().to_dict() == dict.fromkeys(
+        trials["trial_id"], len(tables["predictions"]) // 8)
 
 
 def test_tables_are_replaced_atomically(tiny_study: Path) -> None:
