@@ -325,8 +325,10 @@ def trial_rows(
         history = history.drop_duplicates("epoch", keep="last").sort_values("epoch")
         if budget is not None:
             history = history[history["epoch"] <= budget]
+    else:
+        history = None
     reached = False  # a folded budget the run trained through, whatever happened later
-    if history is not None and len(history) and "epoch" in history.columns:
+    if history is not None and len(history):
         last = history.iloc[-1].to_dict()
         reached = budget is not None and int(last["epoch"]) == budget
         for rec in history.to_dict("records"):
@@ -508,6 +510,7 @@ def write_study_tables(
     resumed study that reports only some trials loses none.
     """
     from results.provenance import study_row
+    from trainables.train import state_at_budget  # late: it imports torch
 
     study_dir = str(study_dir)
     rows, predictions = [], []
@@ -519,8 +522,6 @@ def write_study_tables(
                  for b, tid in ids.items()]
         state = o.read_checkpoint()
         if state is not None:
-            from trainables.train import state_at_budget
-
             predictions += [prediction_frame(study, tid, state if b is None else
                                              state_at_budget(state, b))
                             for b, tid in ids.items()]

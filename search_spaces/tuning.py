@@ -19,7 +19,6 @@ class TuneSetup:
     num_samples: int
     metric: str
     mode: str
-    budgets: list[int]  # epoch budgets folded into each run (Space.folded_budgets), or []
 
 
 class FollowModel:
@@ -83,4 +82,4 @@ def to_tune(space: Space, seed: int = 0, fold: bool = True) -> TuneSetup:
 
         search_alg = BasicVariantGenerator(random_state=seed)
     return TuneSetup(param_space, scheduler, search_alg, space.num_samples, space.metric,
-                     space.mode, budgets)
+                     space.mode)

@@ -100,11 +100,7 @@ def load_trial_state(ref: TrialRef) -> dict[str, Any]:
     """The trial's newest checkpoint state; TrialError saying how to get one if there is none."""
     # A trial that a folded run served (<run>-e<budget>) lives in that run's checkpoint.
     run_id, budget = split_trial_id(ref.trial_id)
-    found = trial_checkpoint(ref.study_dir, ref.trial_id)
-    if found is None and budget is not None:
-        found = trial_checkpoint(ref.study_dir, run_id)
-    else:
-        budget = None
+    found = trial_checkpoint(ref.study_dir, run_id)
     if found is None:
         status = ref.row.get("status")
         why = (f"it ended with an error ({str(ref.row.get('error') or '').splitlines()[0]})"
