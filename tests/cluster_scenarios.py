@@ -12,9 +12,10 @@ process can be connected to one Ray cluster only, and the pytest process holds t
 Ray, hence a process per scenario.
 
 The nodes of a ``Cluster`` share this machine's host name, so the trials table's ``node`` column
-(the host name) cannot tell them apart here: a trial's Ray node is found from the process id Tune
-logs with every result (``pid`` in ``result.json``) and Ray's actor table, and the packing of
-trials onto nodes from Ray's placement groups, sampled while the study runs.
+(the host name) cannot tell them apart here: a trial's Ray node is the ``ray_node_id`` the
+trainable reports with every result (``result.json``), and the packing of trials onto nodes is
+read from Ray's placement groups and its actor table, both sampled while the study runs (the
+GCS need not keep a dead actor's entry until the study ends).
 """
 
 from __future__ import annotations
@@ -208,8 +209,9 @@ def rss_shmem(pid: int) -> int:
 class Sampler(threading.Thread):
     """Samples Ray's placement groups and each node's object store every POLL_S seconds."""
 
-    def __init__(self, cluster: Any) -> None:
+    def __init__(self, cluster: Any, track_actors: bool = False) -> None:
         super().__init__(daemon=True)
+        self.track_actors = track_actors
         # Each node's object store lives in its raylet: the shared memory resident there is the
         # objects the node holds, copies fetched from other nodes included.
         self.raylets = {n.node_id: n.all_processes["raylet"][0].process.pid
@@ -221,6 +223,7 @@ class Sampler(threading.Thread):
         self.group_nodes: dict[str, str] = {}  # placement group -> its node
         self.store_bytes: dict[str, float] = {}  # node -> most bytes of primary copies
         self.shm_bytes: dict[str, int] = {}  # node -> most shared memory resident in its raylet
+        self.actors: dict[int, dict[str, Any]] = {}  # trial actors seen, by pid (newest entry)
 
     def run(self) -> None:
         while not self.done.is_set():
@@ -228,13 +231,20 @@ class Sampler(threading.Thread):
                 self.sample()
             self.done.wait(POLL_S)
 
-    def stop(self) -> None:
+    def stop(self) -> dict[int, dict[str, Any]]:
+        """Stops sampling; returns every trial actor seen, by pid, with its newest entry."""
         self.done.set()
         self.join()
+        if self.track_actors:
+            with contextlib.suppress(Exception):
+                self.actors.update(trial_actors())
+        return self.actors
 
     def sample(self) -> None:
         import ray
 
+        if self.track_actors:
+            self.actors.update(trial_actors())
         per_node: dict[str, int] = {}
         for pg_id, pg in ray.util.placement_group_table().items():
             if pg["state"] != "CREATED":
@@ -276,7 +286,7 @@ def spread(workdir: Path, data: Path | None) -> dict[str, Any]:
     # Two logical CPUs per node, half a CPU per trial: the GPU share, not the CPUs, bounds the
     # packing (four trials would fit a node by CPUs alone).
     cluster = start_cluster([{"num_cpus": 2, "num_gpus": 1}] * 2)
-    sampler = Sampler(cluster)
+    sampler = Sampler(cluster, track_actors=True)
     sampler.start()
     add_space("spread", {"lr": (0.001, 0.002, 0.003, 1e20)},
               {"model": "small_cnn", "optimizer": "sgd", "epochs": 2, "image_size": 16,
@@ -285,34 +295,35 @@ def spread(workdir: Path, data: Path | None) -> dict[str, Any]:
                      "--storage", str(workdir / "studies"), "--name", "spread",
                      "--address", cluster.address, "--cpus-per-trial", "0.5",
                      "--gpus-per-trial", "0.5", "--max-failures", "1", "--quiet"])
-    sampler.stop()
+    actors = sampler.stop()
     study = workdir / "studies" / "spread"
-    actors = trial_actors()
     roles = node_roles(cluster)
     logs = tune_logs(study)
     trials = {}
     for name, log in logs.items():
         pids = sorted({r["pid"] for r in log["rows"]})
         trials[name] = {"lr": log["params"]["lr"], "pids": pids,
-                        # The GCS may already have dropped a dead actor's entry.
-                        "nodes": sorted({actors[p]["node"] for p in pids if p in actors}),
+                        "nodes": sorted({r["ray_node_id"] for r in log["rows"]}),
                         "hostname": sorted({r["hostname"] for r in log["rows"]}),
                         "failures_logged": log["failures_logged"],
                         "error_txt": log["error_txt"]}
     # Lifetimes of the actors of trials that reported (one actor each): a failed attempt's
     # actor may still be dying while its retry starts in the same placement group.
+    reported = {p for t in trials.values() for p in t["pids"]}
     per_node: dict[str, list[tuple[float, float]]] = {}
-    for pid in {p for t in trials.values() for p in t["pids"]} & set(actors):
+    for pid in reported & set(actors):
         a = actors[pid]
-        per_node.setdefault(a["node"], []).append((a["start"], a["end"]))
+        # An actor last seen alive has no end yet: it lived at least until now.
+        per_node.setdefault(a["node"], []).append((a["start"], a["end"] or time.time()))
     verdict = {
         **run, "roles": roles, "trials": trials, "trial_actors": len(actors),
+        "reported_actors_seen": len(reported & set(actors)), "reported_actors": len(reported),
         "actor_nodes": {n: len(iv) for n, iv in per_node.items()},
         "actors_at_once_per_node": {n: max_overlap(iv) for n, iv in per_node.items()},
         "groups_at_once_per_node": sampler.groups_per_node, "groups_at_once": sampler.groups,
         "bundles": sorted({json.dumps(b, sort_keys=True) for b in sampler.bundles.values()}),
         "group_nodes": sorted(set(sampler.group_nodes.values())),
-        "gpu_warning": {str(p): w for p, w in gpu_warnings(set(actors)).items()},
+        "gpu_warning": {str(p): w for p, w in gpu_warnings(reported | set(actors)).items()},
         "store_bytes": sampler.store_bytes, "shm_bytes": sampler.shm_bytes,
         "experiment_state": experiment_state(study),
     }
@@ -343,11 +354,11 @@ def node_loss(workdir: Path, data: Path | None) -> dict[str, Any]:
         # Busy: running a trial that has epochs left (a reused actor may be alive and idle,
         # and a trial may have finished on a node the other trial still runs on).
         actors = trial_actors()
-        running = [log["rows"][-1]["pid"] for log in tune_logs(study).values()
+        running = [log["rows"][-1] for log in tune_logs(study).values()
                    if log["rows"] and log["rows"][-1]["epoch"] < 6]
-        busy = [actors[pid]["node"] for pid in running
-                if pid in actors and actors[pid]["state"] == "ALIVE"
-                and actors[pid]["node"] in workers]
+        busy = [row["ray_node_id"] for row in running
+                if actors.get(row["pid"], {}).get("state", "ALIVE") == "ALIVE"
+                and row["ray_node_id"] in workers]
         if not busy:
             return
         target = max(set(busy), key=busy.count)
@@ -362,12 +373,11 @@ def node_loss(workdir: Path, data: Path | None) -> dict[str, Any]:
                      "--address", cluster.address, "--cpus-per-trial", "0.5",
                      "--gpus-per-trial", "0.5", "--max-failures", "1", "--quiet"])
     watcher.join()
-    actors = trial_actors()
     trials = {}
     for name, log in tune_logs(study).items():
         trials[name] = {"trial_id": log["rows"][0]["trial_id"] if log["rows"] else None,
                         "epochs_reported": [r["epoch"] for r in log["rows"]],
-                        "nodes": [actors[r["pid"]]["node"] for r in log["rows"]]}
+                        "nodes": [r["ray_node_id"] for r in log["rows"]]}
     verdict = {**run, "roles": node_roles(cluster), "removed": removed, "trials": trials,
                "epochs": 6, "experiment_state": experiment_state(study)}
     stop(cluster)
@@ -443,10 +453,9 @@ def _fill_storage_then_resume(workdir: Path, store: Path, data: Path | None) -> 
     if printed:
         words = shlex.split(printed[-1])
         resumed.update(run_study([*words[3:], "--quiet"]))
-    actors = trial_actors()
     trials = {name: {"trial_id": log["rows"][0]["trial_id"] if log["rows"] else None,
                      "epochs_reported": [r["epoch"] for r in log["rows"]],
-                     "nodes": [actors.get(r["pid"], {}).get("node") for r in log["rows"]]}
+                     "nodes": [r["ray_node_id"] for r in log["rows"]]}
               for name, log in tune_logs(study).items()}
     verdict = {"store": str(store), "study": str(study), "filled": filled, "first": first,
                "resume": resumed, "rescue_left": rescued.exists(), "trials": trials,

@@ -59,9 +59,12 @@ def trainable(config: dict[str, Any], data: ImageSet) -> None:
     # trial with that budget ends with. Records that did not change between budgets are one
     # object, which the checkpoint stores once.
     budget_best: dict[int, Any] = dict((resume or {}).get(BUDGET_BEST, {}))
+    # The Ray node of every epoch: host names repeat where several Ray nodes share a host
+    # (containers, a test cluster), and a trial that moves after a lost node changes node.
+    ray_node = ray.get_runtime_context().get_node_id()
 
     def report(metrics: dict[str, Any], state: Any) -> None:
-        metrics = {**metrics, "restarts": restarts}
+        metrics = {**metrics, "restarts": restarts, "ray_node_id": ray_node}
         current = state()
         if metrics["epoch"] in budgets[:-1]:
             budget_best[metrics["epoch"]] = current["best"]
