@@ -126,7 +126,22 @@ def trial_dirs(study: Path) -> list[Path]:
 
 
 def checkpoints(study: Path) -> dict[str, list[str]]:
-    return {d.name: sorted(p.name for p in d.glob("checkpoint_*")) for d in trial_dirs(study)}
+    """Trial directory -> its checkpoints in the storage, which each trial writes as it reports
+    (Tune's own files there, params.json and result.json, wait for the driver's next sync)."""
+    found: dict[str, list[str]] = {}
+    for c in sorted(study.glob("*/checkpoint_*")):
+        found.setdefault(c.parent.name, []).append(c.name)
+    return found
+
+
+def live_logs(study: Path) -> dict[str, dict[str, Any]]:
+    """``tune_logs`` while the study runs: read from the driver's staging directory (this
+    process is the driver), where Tune writes each result as it comes."""
+    import ray
+
+    session = Path(ray._private.worker.global_worker.node.get_session_dir_path())
+    staged = sorted(session.glob(f"artifacts/*/{study.name}/driver_artifacts"))
+    return tune_logs(staged[-1] if staged else study)
 
 
 def tune_logs(study: Path) -> dict[str, dict[str, Any]]:
@@ -347,14 +362,14 @@ def node_loss(workdir: Path, data: Path | None) -> dict[str, Any]:
         # A checkpoint on disk is Tune's only once the driver has taken the result that carries
         # it, and a trial writes its next checkpoint only after that hand-over: two checkpoints
         # per trial mean each has one to restart from.
-        if not wait_for(lambda: len(trial_dirs(study)) == 2
-                        and all(len(c) >= 2 for c in checkpoints(study).values())):
+        if not wait_for(lambda: len(c := checkpoints(study)) == 2
+                        and all(len(v) >= 2 for v in c.values())):
             return
         workers = {n.node_id: n for n in cluster.worker_nodes}
         # Busy: running a trial that has epochs left (a reused actor may be alive and idle,
         # and a trial may have finished on a node the other trial still runs on).
         actors = trial_actors()
-        running = [log["rows"][-1] for log in tune_logs(study).values()
+        running = [log["rows"][-1] for log in live_logs(study).values()
                    if log["rows"] and log["rows"][-1]["epoch"] < 6]
         busy = [row["ray_node_id"] for row in running
                 if actors.get(row["pid"], {}).get("state", "ALIVE") == "ALIVE"
@@ -418,8 +433,8 @@ def _fill_storage_then_resume(workdir: Path, store: Path, data: Path | None) -> 
 
     def fill() -> None:
         # As in node_loss: a trial's second checkpoint means its first is registered.
-        if not wait_for(lambda: len(trial_dirs(study)) == 2
-                        and all(len(c) >= 2 for c in checkpoints(study).values())):
+        if not wait_for(lambda: len(c := checkpoints(study)) == 2
+                        and all(len(v) >= 2 for v in c.values())):
             return
         filled.update(checkpoints=checkpoints(study), at=time.time())
         with open(ballast, "wb") as f:
