@@ -14,7 +14,9 @@ was put in the object store, sampled every 0.2 s while the study runs.
 
 An added trial's cost splits into its worker process (Python, torch, Ray and this project's
 imports; measured alone as idle actors that only import the trainable's modules) and the trial's
-own working set (model, optimiser, batches, allocator caches): the last columns show both.
+own working set (model, optimiser, batches, allocator caches): the last columns show both. A
+second table follows one trial through its stages in a fresh worker and shows what each adds to
+its private memory, next to the shared object-store pages it has read.
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ from trainables.sample import build_sample
 from trainables.tune_adapter import trainable
 
 CIFAKE = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifake-train.zip"
+TRIAL = {"model": "small_cnn", "epochs": 1, "batch_size": 128,  # cifake_grid's largest batch
+         "split_ratio": 0.05}  # memory, not learning: keep the epoch short
 
 
 def used() -> int:
@@ -106,6 +110,38 @@ def idle_worker_cost(k: int) -> float:
     return cost
 
 
+def private_mib() -> dict[str, float]:
+    """This process's resident private (anonymous) and shared memory, MiB (Linux)."""
+    out = {}
+    for line in Path("/proc/self/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("RssAnon", "RssShmem"):
+            out[key] = int(value.split()[0]) / 1024
+    return out
+
+
+@ray.remote(num_cpus=1)
+def trial_stages(data, config: dict) -> list[tuple[str, dict[str, float]]]:
+    """A trial's memory as it goes, in a fresh worker: what each stage adds."""
+    import torch
+
+    from trainables.config import TrainConfig
+    from trainables.train import _Run
+
+    torch.set_num_threads(1)
+    stages = [("worker with torch, this project and the data set's handle", private_mib())]
+    torch.optim.SGD([torch.zeros(1, requires_grad=True)]).zero_grad()
+    stages.append(("first torch.optim call (imports torch._dynamo)", private_mib()))
+    run = _Run(TrainConfig.from_dict(config), data, torch.device("cpu"))
+    stages.append(("model, optimiser, splits", private_mib()))
+    run.train_epoch()
+    stages.append(("a training epoch (activations, allocator caches)", private_mib()))
+    run.evaluate("val")
+    run.evaluate("test")
+    stages.append(("validation and test", private_mib()))
+    return stages
+
+
 def copying_trainable(config, data):
     """Baseline: the same trial, holding its own copy of the images."""
     trainable(config, dataclasses.replace(data, images=data.images.copy()))
@@ -138,15 +174,16 @@ def main() -> None:
         base = settled()
         tuner = tune.Tuner(
             tune.with_resources(fn, {"cpu": 1, "gpu": args.gpus_per_trial}),
-            param_space={"model": "small_cnn", "epochs": 1, "batch_size": 256,
-                         "split_ratio": 0.05,  # memory, not learning: keep the epoch short
-                         "seed": tune.grid_search(list(range(k)))},
+            param_space={**TRIAL, "seed": tune.grid_search(list(range(k)))},
             tune_config=tune.TuneConfig(metric="val_accuracy", mode="max"),
             run_config=tune.RunConfig(storage_path=tempfile.mkdtemp(), verbose=0),
         )
         peak = peak_during(tuner.fit)
         ray.shutdown()
         rows.append([name, k, (peak - base) / 2**20])
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    stages = ray.get(trial_stages.remote(ray.put(data), {**TRIAL, "seed": 0}))
+    ray.shutdown()
     worker = idle_worker_cost(max(counts))
     for row in rows:
         first = next(r for r in rows if r[0] == row[0])
@@ -160,6 +197,14 @@ def main() -> None:
         f"only imports the trainable costs {worker:.0f} MiB",
         ["trials hold", "concurrent trials", "peak MiB", "MiB per added trial",
          "added trial / data set", "added trial - worker process"], rows)
+    table, last = [], 0.0
+    for name, mem in stages:
+        table.append([name, mem["RssAnon"] - last, mem["RssAnon"], mem["RssShmem"]])
+        last = mem["RssAnon"]
+    print_table(
+        f"Where one trial's memory goes (small_cnn, batch {TRIAL['batch_size']}): private MiB "
+        "each stage adds, and the object store's shared pages the trial has read",
+        ["stage", "adds MiB", "private MiB", "shared MiB (data set, held once)"], table)
 
 
 if __name__ == "__main__":
