@@ -110,7 +110,7 @@ def idle_worker_cost(k: int) -> float:
     return cost
 
 
-def private_mib() -> dict[str, float]:
+def resident_mib() -> dict[str, float]:
     """This process's resident private (anonymous) and shared memory, MiB (Linux)."""
     out = {}
     for line in Path("/proc/self/status").read_text().splitlines():
@@ -129,16 +129,16 @@ def trial_stages(data, config: dict) -> list[tuple[str, dict[str, float]]]:
     from trainables.train import _Run
 
     torch.set_num_threads(1)
-    stages = [("worker with torch, this project and the data set's handle", private_mib())]
+    stages = [("worker with torch, this project and the data set's handle", resident_mib())]
     torch.optim.SGD([torch.zeros(1, requires_grad=True)]).zero_grad()
-    stages.append(("first torch.optim call (imports torch._dynamo)", private_mib()))
+    stages.append(("first torch.optim call (imports torch._dynamo)", resident_mib()))
     run = _Run(TrainConfig.from_dict(config), data, torch.device("cpu"))
-    stages.append(("model, optimiser, splits", private_mib()))
+    stages.append(("model, optimiser, splits", resident_mib()))
     run.train_epoch()
-    stages.append(("a training epoch (activations, allocator caches)", private_mib()))
+    stages.append(("a training epoch (activations, allocator caches)", resident_mib()))
     run.evaluate("val")
     run.evaluate("test")
-    stages.append(("validation and test", private_mib()))
+    stages.append(("validation and test", resident_mib()))
     return stages
 
 

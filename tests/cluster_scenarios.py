@@ -134,13 +134,17 @@ def checkpoints(study: Path) -> dict[str, list[str]]:
     return found
 
 
+def session_dir() -> Path:
+    """The Ray session directory of this process's cluster (logs, the driver's artifacts)."""
+    import ray
+
+    return Path(ray._private.worker.global_worker.node.get_session_dir_path())
+
+
 def live_logs(study: Path) -> dict[str, dict[str, Any]]:
     """``tune_logs`` while the study runs: read from the driver's staging directory (this
     process is the driver), where Tune writes each result as it comes."""
-    import ray
-
-    session = Path(ray._private.worker.global_worker.node.get_session_dir_path())
-    staged = sorted(session.glob(f"artifacts/*/{study.name}/driver_artifacts"))
+    staged = sorted(session_dir().glob(f"artifacts/*/{study.name}/driver_artifacts"))
     return tune_logs(staged[-1] if staged else study)
 
 
@@ -192,9 +196,7 @@ def trial_actors() -> dict[int, dict[str, Any]]:
 
 def gpu_warnings(pids: set[int]) -> dict[int, bool]:
     """pid -> whether that worker's log says it was given a GPU that torch cannot see."""
-    import ray
-
-    logs = Path(ray._private.worker.global_worker.node.get_session_dir_path()) / "logs"
+    logs = session_dir() / "logs"
     found = dict.fromkeys(pids, False)
     for path in logs.glob("worker-*.err"):  # worker-<worker id>-<job id>-<pid>.err
         pid = int(path.stem.rsplit("-", 1)[-1])
