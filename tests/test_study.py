@@ -89,19 +89,42 @@ def test_crashed_trial_is_an_error_row_and_the_study_goes_on(
     assert "lower lr" in trials.loc[1e20, "error"]
 
 
-def _epochs_checkpointed(study: Path) -> int:
-    """The most epochs any run of ``study`` has in its storage. Trials write their checkpoints
-    there themselves as they report; Tune's own logs (result.json) reach the storage only when
-    the driver syncs them, which may be at the end of the study."""
-    return max((int(c.name.rsplit("_", 1)[1]) + 1 for c in study.glob("*/checkpoint_*")),
-               default=0)
+# The study's driver, in a process of its own, with its storage guard (a Tune callback) holding
+# the driver still once the first run completes: it is killed there, mid-study, whatever the
+# speed of the machine (a run of the tiny data lasts a few tenths of a second).
+_PAUSING_DRIVER = """
+import sys, time
+from pathlib import Path
+import study.run as run
+from search_spaces import SPACES, Space
+
+SPACES.add("resumable", Space.from_json({space!r}))
+guard = run.storage_guard
+
+def pausing_guard(path):
+    callback = guard(path)
+    complete = callback.on_trial_complete
+
+    def on_trial_complete(*args, **kwargs):
+        complete(*args, **kwargs)
+        marker = Path({marker!r})
+        if not marker.exists():  # once: the resumed study unpickles this callback too
+            marker.touch()
+            time.sleep(3600)
+
+    callback.on_trial_complete = on_trial_complete
+    return callback
+
+run.storage_guard = pausing_guard
+sys.exit(run.main(sys.argv[1:]))
+"""
 
 
 def test_resume_after_driver_is_killed_finishes_without_losing_or_duplicating_trials(
     ray_session, tiny_data: Path, tmp_path: Path
 ) -> None:
-    # Eight trials in four folded runs (budgets 2 and 3), run one at a time: a run is killed
-    # before or after its budget-2 record is in its checkpoint, and resumes either way.
+    # Eight trials in four folded runs (budgets 2 and 3), run one at a time; the driver is
+    # killed once the first run has completed, and the resumed study finishes the rest.
     space = Space("resumable", "eight short trials in four folded runs, one at a time",
                   {"batch_size": grid(8, 16, 24, 32), "epochs": grid(2, 3)},
                   fixed={"model": "small_cnn", "image_size": 16}, asha=None)
@@ -109,18 +132,16 @@ def test_resume_after_driver_is_killed_finishes_without_losing_or_duplicating_tr
             "--max-concurrent", "1", "--quiet"]
     address = ray_session.get_runtime_context().gcs_address
     # The driver runs in its own process (joining this session's Ray) so it can be killed.
-    script = ("import sys; from search_spaces import SPACES, Space, grid; "
-              f"SPACES.add('resumable', Space.from_json({space.to_json()!r})); "
-              "from study.run import main; sys.exit(main(sys.argv[1:]))")
+    marker = tmp_path / "first-run-complete"
+    script = _PAUSING_DRIVER.format(space=space.to_json(), marker=str(marker))
     driver = subprocess.Popen([sys.executable, "-c", script, "--space", "resumable",
                                "--address", address, *args], cwd=REPO,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               start_new_session=True)
     deadline = time.time() + 240
-    # Killed once the first run has finished all three epochs: three runs are left.
-    while _epochs_checkpointed(tmp_path / "r") < 3 and time.time() < deadline:
+    while not marker.exists() and time.time() < deadline:
         assert driver.poll() is None, "the driver ended before it could be killed"
-        time.sleep(0.5)
+        time.sleep(0.2)
     os.killpg(driver.pid, signal.SIGKILL)
     driver.wait()
     assert (tmp_path / "r" / "study.json").exists()
