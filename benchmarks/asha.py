@@ -21,10 +21,10 @@ import pandas as pd
 from common import print_table
 
 import results
-from results.tables import split_trial_id
 from search_spaces import SPACES, Space, grid
 from search_spaces.base import Asha
 from study.run import main as run_study
+from trainables.folding import split_trial_id
 
 CIFAKE = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifake-train.zip"
 PARAMS = {"model": grid("small_cnn", "purba_cnn1"), "batch_size": grid(16, 32, 64, 128),

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import print_table
 
 from search_spaces import get_space
-from study.run import resolve_data
+from study.cli import resolve_data
 from trainables.config import TrainConfig
 from trainables.data import sample_subset
 from trainables.train import train

@@ -16,25 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import pyarrow.fs as pafs
 
-from results.tables import filesystem
+from results.storage import StudyFileError, read_study_file
 
-STUDY_FILE = "study.json"  # as study.run writes it
 REPO = Path(__file__).resolve().parents[1]
-
-
-def read_study_file(study_dir: str) -> dict[str, Any]:
-    """``study.json`` of a study directory (local or URI), or {} when there is none."""
-    fs, base = filesystem(study_dir)
-    target = f"{base}/{STUDY_FILE}"
-    if fs.get_file_info(target).type != pafs.FileType.File:
-        return {}
-    with fs.open_input_stream(target) as f:
-        try:
-            return json.loads(f.read().decode())
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            return {}
 
 
 def code_revision(repo: Path = REPO) -> str:
@@ -92,7 +77,11 @@ def study_row(
     revision: str | None = None,
 ) -> dict[str, Any]:
     """The ``studies`` row; ``info`` defaults to the directory's ``study.json``."""
-    info = read_study_file(study_dir) if info is None else info
+    if info is None:
+        try:
+            info = read_study_file(study_dir) or {}
+        except StudyFileError:
+            info = {}
     hw = {**hardware(), **(hardware_info or {})}
     versions = {**_versions(), **(info.get("versions") or {})}
     space = info.get("space") or {}

@@ -20,6 +20,7 @@ from results.figures import png_bytes, standard_figures
 from results.paper_tables import PAPER_TABLES
 from results.render import html_table
 from results.reports import Report, ReportError
+from results.storage import is_uri
 from results.tables import MergeError, SchemaError, load
 
 STYLE = """
@@ -77,7 +78,7 @@ def write_report(study_dirs: list[str], out: str | Path | None = None) -> Path:
     tables = load(study_dirs)
     names = ", ".join(tables["studies"]["study"]) or ", ".join(map(str, study_dirs))
     if out is None:
-        local = len(study_dirs) == 1 and "://" not in str(study_dirs[0])
+        local = len(study_dirs) == 1 and not is_uri(study_dirs[0])
         out = Path(study_dirs[0]) / "report.html" if local else Path("report.html")
     out = Path(out)
     out.write_text(build_html(tables, f"study report: {names}"), encoding="utf-8")

@@ -12,7 +12,9 @@ Versions: 1 = ``trials`` and ``epochs``; 2 adds ``trials.config_key`` and the ``
 analysis tables ``evaluations``, ``eval_predictions`` and ``robustness`` were added without
 changing any existing column: a study without them reads them as empty, so no version bump.
 3 adds the training-recipe hyperparameters (``flip``, ``translate``, ``schedule``, ``warmup``,
-``ema``, ``tta``) to ``trials``, which changes every ``config_key``.
+``ema``, ``tta``) to ``trials``, which changes every ``config_key``. 4 adds
+``trials.checkpoint``, the folder of each trial's last checkpoint as the study recorded it (for
+older studies ``results.migrate`` finds it among Tune's trial folders).
 ``cross_generator`` is not a table of one study: ``study.cross_generator`` writes it to its own
 folder (``OTHER_TABLES``).
 """
@@ -26,7 +28,7 @@ import pyarrow as pa
 from trainables.config import TrainConfig
 from trainables.metrics import METRIC_NAMES
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 VERSION_KEY = b"cifake_study.schema_version"
 TABLE_KEY = b"cifake_study.table"
 
@@ -70,6 +72,9 @@ TRIALS = pa.schema(
         pa.field("restarts", pa.int64()),
         pa.field("node", pa.string()),
         pa.field("device", pa.string()),
+        # The trial's last checkpoint folder, relative to the study directory (absolute or a
+        # URI when it lies elsewhere); a folded budget's trial names its run's checkpoint.
+        pa.field("checkpoint", pa.string()),
     ]
 )
 

@@ -18,7 +18,8 @@ from collections.abc import Sequence
 import duckdb
 
 from results.schema import KEYS, SCHEMA_VERSION, TABLES
-from results.tables import SchemaError, _is_file, _join, empty, load, study_dirs, table_version
+from results.storage import is_file, is_uri, join
+from results.tables import SchemaError, empty, load, study_dirs, table_version
 
 
 def _quote(path: str) -> str:
@@ -41,12 +42,12 @@ def connect(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
     dirs = study_dirs(paths)
     load(dirs, tables=["studies"])  # refuses two different studies sharing one name
     con = duckdb.connect()
-    if any("://" in d for d in dirs):
+    if any(is_uri(d) for d in dirs):
         for name, df in load(dirs).items():
             con.register(name, df)
         return con
     for name in TABLES:
-        files = [f for f in (_join(d, f"{name}.parquet") for d in dirs) if _is_file(f)]
+        files = [f for f in (join(d, f"{name}.parquet") for d in dirs) if is_file(f)]
         for f in files:
             table_name, version = table_version(f)
             if version != SCHEMA_VERSION or table_name != name:

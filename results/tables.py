@@ -13,14 +13,11 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import io
 import json
 import math
 import os
-import re
-import tempfile
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +28,8 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from results import storage
+from results.provenance import study_row
 from results.schema import (
     EPOCHS,
     KEYS,
@@ -44,11 +43,9 @@ from results.schema import (
     VERSION_KEY,
 )
 from trainables.config import ConfigError, TrainConfig
+from trainables.folding import served_trials, state_of_trial
 from trainables.metrics import METRIC_NAMES
 
-CHECKPOINT_FILE = "checkpoint.pt"  # as trainables.tune_adapter names it
-BUDGET_SEP = "-e"  # <Tune trial id>-e<budget>: a budget a folded run served (Tune ids have no -)
-CHECKPOINT_DIR = re.compile(r"^checkpoint_(\d+)$")  # Tune's numbering of a trial's checkpoints
 PathLike = str | os.PathLike[str]
 
 
@@ -58,20 +55,6 @@ class SchemaError(ValueError):
 
 class MergeError(ValueError):
     """Tables that must not be merged, such as two different studies sharing one name."""
-
-
-def filesystem(study_dir: str) -> tuple[pafs.FileSystem, str]:
-    """(filesystem, path in it) of a local study directory or a URI (s3://, gs://, ...)."""
-    if "://" in study_dir:
-        return pafs.FileSystem.from_uri(study_dir)
-    return pafs.LocalFileSystem(), str(Path(study_dir).resolve())
-
-
-def _join(study_dir: str, name: str) -> str:
-    """``<study_dir>/<name>``, keeping a URI a URI."""
-    if "://" in study_dir:
-        return study_dir.rstrip("/") + "/" + name
-    return str(Path(study_dir).resolve() / name)
 
 
 def _column(values: pd.Series, type_: pa.DataType) -> pa.Array:
@@ -103,23 +86,6 @@ def empty(name: str) -> pd.DataFrame:
     return SCHEMAS[name].empty_table().to_pandas()
 
 
-def replace_atomically(path: str | os.PathLike[str], write: Callable[[str], Any]) -> None:
-    """``write(tmp)`` to a temporary file beside local ``path``, then ``os.replace`` it there.
-
-    A reader (or a crash) sees the old file or the new one, never half of one.
-    """
-    path = os.fspath(path)
-    folder, name = os.path.split(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}-", suffix=".tmp", dir=folder or ".")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def write_table(df: pd.DataFrame, name: str, study_dir: str) -> str:
     """Write ``<study_dir>/<name>.parquet`` atomically; returns its path.
 
@@ -128,20 +94,20 @@ def write_table(df: pd.DataFrame, name: str, study_dir: str) -> str:
     """
     table = to_table(df, name)
     study_dir = str(study_dir)
-    fs, base = filesystem(study_dir)
+    fs, base = storage.filesystem(study_dir)
     target = f"{base}/{name}.parquet"
     if isinstance(fs, pafs.LocalFileSystem):
         os.makedirs(base, exist_ok=True)
-        replace_atomically(target, lambda tmp: pq.write_table(table, tmp))
+        storage.replace_atomically(target, lambda tmp: pq.write_table(table, tmp))
     else:
         fs.create_dir(base, recursive=True)
         pq.write_table(table, target, filesystem=fs)
-    return _join(study_dir, f"{name}.parquet")
+    return storage.join(study_dir, f"{name}.parquet")
 
 
 def table_version(path: str) -> tuple[str, int]:
     """(table name, schema version) from a Parquet file's metadata; SchemaError if not ours."""
-    fs, local = filesystem(path)
+    fs, local = storage.filesystem(path)
     try:
         schema = pq.read_schema(local, filesystem=fs)
     except (pa.ArrowInvalid, OSError) as exc:
@@ -162,7 +128,7 @@ def table_version(path: str) -> tuple[str, int]:
 
 def read_raw(path: str) -> pd.DataFrame:
     """The whole Parquet file as a DataFrame, whatever its version; SchemaError if corrupt."""
-    fs, local = filesystem(path)
+    fs, local = storage.filesystem(path)
     try:
         return pq.read_table(local, filesystem=fs).to_pandas()
     except (pa.ArrowInvalid, OSError) as exc:
@@ -187,11 +153,6 @@ def read_table(path: str, name: str | None = None) -> pd.DataFrame:
 # Loading and merging several studies
 
 
-def _is_file(path: str) -> bool:
-    fs, local = filesystem(path)
-    return fs.get_file_info(local).type == pafs.FileType.File
-
-
 def study_dirs(paths: PathLike | Sequence[PathLike]) -> list[str]:
     """Study directories among ``paths``: each is one, or a folder whose children are."""
     if isinstance(paths, (str, os.PathLike)):
@@ -199,16 +160,13 @@ def study_dirs(paths: PathLike | Sequence[PathLike]) -> list[str]:
     out: list[str] = []
     for raw in paths:
         path = str(raw)
-        if _is_file(_join(path, "trials.parquet")):
+        if storage.is_file(storage.join(path, "trials.parquet")):
             out.append(path)
             continue
-        fs, base = filesystem(path)
-        if fs.get_file_info(base).type != pafs.FileType.Directory:
+        if not storage.is_dir(path):
             raise FileNotFoundError(f"{path} does not exist")
-        children = sorted(i.base_name for i in fs.get_file_info(pafs.FileSelector(base))
-                          if i.type == pafs.FileType.Directory)
-        found = [_join(path, c) for c in children if _is_file(_join(_join(path, c),
-                                                                      "trials.parquet"))]
+        found = [storage.join(path, c) for c in storage.subfolders(path)
+                 if storage.is_file(storage.join(path, c, "trials.parquet"))]
         if not found:
             raise FileNotFoundError(
                 f"{path} holds no trials.parquet, nor do its subfolders; is it a study directory "
@@ -255,8 +213,8 @@ def load(paths: PathLike | Sequence[PathLike], tables: Sequence[str] | None = No
     parts: dict[str, list[pd.DataFrame]] = {n: [] for n in {*names, "studies"}}
     for study_dir in study_dirs(paths):
         for name in parts:
-            path = _join(study_dir, f"{name}.parquet")
-            if _is_file(path):
+            path = storage.join(study_dir, f"{name}.parquet")
+            if storage.is_file(path):
                 parts[name].append(read_table(path, name))
     studies = merge("studies", []) if not parts["studies"] else pd.concat(
         parts["studies"], ignore_index=True)
@@ -265,7 +223,7 @@ def load(paths: PathLike | Sequence[PathLike], tables: Sequence[str] | None = No
 
 
 # ---------------------------------------------------------------------------------------------
-# From Tune results to rows
+# From trial outcomes to rows
 
 
 def _clean(value: Any) -> Any:
@@ -291,28 +249,14 @@ def _hyperparameters(config: dict[str, Any]) -> dict[str, Any]:
                 for k, v in {**TrainConfig().asdict(), **known}.items()}
 
 
-def budget_trial_id(run_id: str, budget: int, budgets: Sequence[int]) -> str:
-    """The trial id of ``budget`` within a folded run: the run's own id for its largest
-    budget (the run is that trial), ``<run id>-e<budget>`` for the others."""
-    return run_id if budget == max(budgets) else f"{run_id}{BUDGET_SEP}{budget}"
-
-
-def split_trial_id(trial_id: str) -> tuple[str, int | None]:
-    """(the Tune trial that ran it, the budget it was folded at or None) of a trial id."""
-    run_id, sep, budget = trial_id.rpartition(BUDGET_SEP)
-    if sep and run_id and budget.isdigit():
-        return run_id, int(budget)
-    return trial_id, None
-
-
 def trial_rows(
     study: str, trial_id: str, config: dict[str, Any], history: pd.DataFrame | None,
     error: str | None, finished: bool = True, budget: int | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """One trials row and its epochs rows from a trial's config, reported history and error.
 
-    With ``budget``, the trial with that many epochs that a folded run (config ``budgets``)
-    served: the run's config and history up to that epoch.
+    With ``budget``, the trial with that many epochs that a folded run served
+    (``trainables.folding``): the run's config and history up to that epoch.
     """
     if budget is not None:
         config = {**config, "epochs": budget}
@@ -346,7 +290,7 @@ def trial_rows(
             **{f"test_{m}": last.get(f"test_{m}") for m in METRIC_NAMES},
             "threshold": threshold,
             "train_seconds": last.get("train_seconds"),
-            "wall_seconds": last.get("time_total_s"),
+            "wall_seconds": last.get("wall_seconds"),
             "images_per_second": float(history["images_per_second"].median()),
             **{k: last.get(k) for k in ("num_params", "n_train", "n_val", "n_test", "node",
                                         "device")},
@@ -376,91 +320,50 @@ def frames(rows: list[tuple[dict[str, Any], list[dict[str, Any]]]]
 
 @dataclass
 class TrialOutcome:
-    """What a study knows of one trial when it ends: the input of every table."""
+    """What a study knows of one trial (a run, for folded budgets) when it ends: the input of
+    every table. ``study.outcomes`` builds it from a Tune result."""
 
     trial_id: str
     config: dict[str, Any]
-    history: pd.DataFrame | None  # one row per reported epoch, as Tune logged it
+    history: pd.DataFrame | None  # one row per reported epoch, with the epochs table's columns
     error: str | None
-    checkpoint_dir: str | None  # the trial's last checkpoint (model, best test scores)
+    checkpoint_dir: str | None  # the trial's last checkpoint folder (model, best test scores)
     checkpoint_fs: pafs.FileSystem | None = None  # where checkpoint_dir lives; None = local/URI
 
-    @classmethod
-    def from_result(cls, result: Any) -> TrialOutcome:
-        """From a ``ray.tune.Result``."""
-        metrics = result.metrics or {}
-        trial_id = metrics.get("trial_id") or Path(result.path).name
-        checkpoint = result.checkpoint
-        return cls(trial_id, result.config or {}, result.metrics_dataframe,
-                   error_message(result.error), checkpoint.path if checkpoint else None,
-                   getattr(checkpoint, "filesystem", None) if checkpoint else None)
+    def checkpoint_column(self, study_dir: str) -> str | None:
+        """The checkpoint folder as the trials table records it: relative to the study
+        directory when inside it (so a copied or moved study keeps working), else as given."""
+        if not self.checkpoint_dir:
+            return None
+        return storage.relative_to(self.checkpoint_dir, study_dir) or self.checkpoint_dir
 
     def read_checkpoint(self) -> dict[str, Any] | None:
         """The trial's last checkpoint state, or None (with a warning) when it cannot be read."""
         if not self.checkpoint_dir:
             return None
         try:
-            return read_checkpoint_file(self.checkpoint_dir, self.checkpoint_fs)
+            return read_checkpoint(self.checkpoint_dir, self.checkpoint_fs)
         except Exception as exc:  # any unreadable checkpoint: warn, go on
-            path = self.checkpoint_dir.rstrip("/") + "/" + CHECKPOINT_FILE
+            path = self.checkpoint_dir.rstrip("/") + "/" + storage.CHECKPOINT_FILE
             warnings.warn(f"trial {self.trial_id}: cannot read its checkpoint {path} "
                           f"({type(exc).__name__}: {exc}); it gets no predictions rows",
                           stacklevel=2)
             return None
 
 
-def read_checkpoint_file(checkpoint_dir: str, fs: pafs.FileSystem | None = None
-                         ) -> dict[str, Any]:
+def checkpoint_location(study_dir: str, recorded: str) -> str:
+    """The checkpoint folder a trials row records, as a path or URI to read it at."""
+    if storage.is_uri(recorded) or os.path.isabs(recorded):
+        return recorded
+    return storage.join(study_dir, recorded)
+
+
+def read_checkpoint(checkpoint_dir: str, fs: pafs.FileSystem | None = None) -> dict[str, Any]:
     """The state in ``<checkpoint_dir>/checkpoint.pt`` (local, URI, or a path on ``fs``)."""
-    import torch  # late: only predictions and the analysis commands need it
+    from trainables.train import load_state  # late: it imports torch
 
-    path = checkpoint_dir.rstrip("/") + "/" + CHECKPOINT_FILE
-    fs, local = (fs, path) if fs else filesystem(path)
-    with fs.open_input_file(local) as f:
-        blob = f.read()
-    # The checkpoint is the study's own (trainables.train.save_state), not foreign input.
-    return torch.load(io.BytesIO(blob), map_location="cpu", weights_only=False)
-
-
-def _reported_trial_id(fs: pafs.FileSystem, folder: str) -> str | None:
-    """The ``trial_id`` a Tune trial folder's result.json reports on its first line."""
-    path = f"{folder}/result.json"
-    if fs.get_file_info(path).type != pafs.FileType.File:
-        return None
-    with fs.open_input_stream(path) as f:
-        first = f.read(1 << 20).split(b"\n", 1)[0]
-    try:
-        return str(json.loads(first).get("trial_id") or "") or None
-    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
-        return None
-
-
-def trial_checkpoint(study_dir: str, trial_id: str) -> tuple[str, pafs.FileSystem] | None:
-    """(folder, filesystem) of the newest checkpoint of a trial in a study directory, or None.
-
-    Tune writes ``<study_dir>/<trainable>_<trial_id>_<n>_<params>_<date>/checkpoint_<NNNNNN>/``
-    and hands the newest to the study as ``result.checkpoint`` (``TrialOutcome.checkpoint_dir``);
-    this finds the same folder afterwards, from the files alone. Every checkpoint holds the best
-    weights and test scores so far, so the newest is the one to use.
-    """
-    fs, base = filesystem(str(study_dir))
-    if fs.get_file_info(base).type != pafs.FileType.Directory:
-        raise FileNotFoundError(f"{study_dir} does not exist")
-    children = [i for i in fs.get_file_info(pafs.FileSelector(base))
-                if i.type == pafs.FileType.Directory]
-    mine = [c for c in children if f"_{trial_id}_" in c.base_name]
-    if not mine:  # a folder renamed or named otherwise: ask each trial's result.json
-        mine = [c for c in children if _reported_trial_id(fs, c.path) == trial_id]
-    found = []
-    for folder in mine:
-        for entry in fs.get_file_info(pafs.FileSelector(folder.path)):
-            match = CHECKPOINT_DIR.match(entry.base_name)
-            if (entry.type == pafs.FileType.Directory and match and fs.get_file_info(
-                    f"{entry.path}/{CHECKPOINT_FILE}").type == pafs.FileType.File):
-                found.append((int(match.group(1)), entry.path))
-    if not found:
-        return None
-    return max(found)[1], fs
+    path = checkpoint_dir.rstrip("/") + "/" + storage.CHECKPOINT_FILE
+    return load_state(storage.read_bytes(path, fs))
 
 
 def prediction_frame(study: str, trial_id: str, state: dict[str, Any]) -> pd.DataFrame:
@@ -486,8 +389,8 @@ def prediction_frame(study: str, trial_id: str, state: dict[str, Any]) -> pd.Dat
 
 
 def _existing(study_dir: str, name: str) -> pd.DataFrame | None:
-    path = _join(study_dir, f"{name}.parquet")
-    if not _is_file(path):
+    path = storage.join(study_dir, f"{name}.parquet")
+    if not storage.is_file(path):
         return None
     try:
         return read_table(path, name)
@@ -509,22 +412,19 @@ def write_study_tables(
     tables already in ``study_dir`` are kept unless ``outcomes`` replace them (same key), so a
     resumed study that reports only some trials loses none.
     """
-    from results.provenance import study_row
-    from trainables.train import state_at_budget  # late: it imports torch
-
     study_dir = str(study_dir)
     rows, predictions = [], []
     for o in outcomes:
-        # A folded run is one trial per budget it served (search_spaces.tuning).
-        budgets = [int(b) for b in o.config.get("budgets") or ()]
-        ids = {b: budget_trial_id(o.trial_id, b, budgets) for b in budgets} or {None: o.trial_id}
-        rows += [trial_rows(study, tid, o.config, o.history, o.error, budget=b)
-                 for b, tid in ids.items()]
+        # A folded run is one trial per budget it served (trainables.folding).
+        served = served_trials(o.trial_id, o.config)
+        checkpoint = o.checkpoint_column(study_dir)
+        for budget, tid in served.items():
+            row, epochs = trial_rows(study, tid, o.config, o.history, o.error, budget=budget)
+            rows.append(({**row, "checkpoint": checkpoint}, epochs))
         state = o.read_checkpoint()
         if state is not None:
-            predictions += [prediction_frame(study, tid, state if b is None else
-                                             state_at_budget(state, b))
-                            for b, tid in ids.items()]
+            predictions += [prediction_frame(study, tid, state_of_trial(state, tid))
+                            for tid in served.values()]
     trials, epochs = frames(rows)
     new = {"trials": trials, "epochs": epochs, "predictions": merge("predictions", predictions)}
     if merge_existing:
@@ -553,13 +453,3 @@ def replace_rows(study_dir: str, name: str, df: pd.DataFrame, by: Sequence[str])
         hit = old[list(by)].merge(keys, on=list(by), how="left")["_replaced"].notna()
         old = old[~hit.to_numpy()]
     return write_table(merge(name, [old, df]), name, study_dir)
-
-
-def error_message(error: BaseException | None) -> str | None:
-    """The root cause of a trial error, without Ray's wrapping, for the ``error`` column."""
-    if error is None:
-        return None
-    cause = getattr(error, "cause", None) or error.__cause__ or error
-    text = f"{type(cause).__name__}: {cause}"
-    return text.strip()[:4000]
-

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from trainables.config import ConfigError, TrainConfig
+from trainables.folding import foldable_budgets
 
 KINDS = ("grid", "choice", "uniform", "loguniform", "randint", "per_model")
 SEARCHES = ("grid", "random", "optuna_tpe")
@@ -253,24 +254,13 @@ class Space:
         return max(self.epoch_values())
 
     def folded_budgets(self) -> list[int]:
-        """The epoch budgets one run can serve, or [] when each needs its own run.
-
-        Configurations of a grid that differ only in ``epochs`` train identically up to the
-        smaller budget when the learning-rate schedule does not depend on the budget (every
-        epoch's shuffle, augmentation and dropout are seeded by the seed and the epoch, and
-        patience looks only backwards). One run to the largest budget then yields each smaller
-        budget's trial exactly, from the metrics and best weights it had at that epoch. The
-        one-cycle schedule spans the whole budget, so it is never folded.
-        """
+        """The epoch budgets one run can serve, or [] when each needs its own run
+        (``trainables.folding``: a grid over ``epochs`` without the one-cycle schedule)."""
         p = self.params.get("epochs")
-        if (self.search != "grid" or p is None or p.kind != "grid"
-                or not 2 <= len(set(p.values)) == len(p.values)):
-            return []
         schedules = (self.params["schedule"].candidates() if "schedule" in self.params
                      else [self.fixed.get("schedule", TrainConfig.schedule)])
-        if "onecycle" in schedules:
-            return []
-        return sorted({int(v) for v in p.values})
+        return foldable_budgets(self.search, p.kind if p else None,
+                                list(p.values) if p and p.values else [], schedules)
 
     def run_count(self, fold: bool = True) -> int:
         """Runs a study of this space starts: trials, less those folded into a longer run."""

@@ -9,6 +9,7 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
 from search_spaces.base import Param, Space
+from trainables.folding import fold_param_space
 
 
 @dataclass
@@ -51,14 +52,11 @@ def _domain(p: Param) -> Any:
 def to_tune(space: Space, seed: int = 0, fold: bool = True) -> TuneSetup:
     """Tune's view of ``space``; with ``fold``, one run per group of grid configurations that
     differ only in a foldable ``epochs`` budget (``Space.folded_budgets``): the run trains to the
-    largest budget and carries ``budgets`` in its config, and the study's tables hold a trial per
-    budget (``results.tables``)."""
+    largest budget and carries its budgets in its config, and the study's tables hold a trial per
+    budget (``trainables.folding``)."""
     space.validate()
     param_space = {**space.fixed, **{k: _domain(p) for k, p in space.params.items()}}
-    budgets = space.folded_budgets() if fold else []
-    if budgets:
-        param_space["epochs"] = max(budgets)
-        param_space["budgets"] = budgets
+    param_space = fold_param_space(param_space, space.folded_budgets() if fold else [])
     # The seed is a hyperparameter like any other; a space may vary it to repeat trials.
     param_space.setdefault("seed", seed)
     scheduler: TrialScheduler

@@ -36,8 +36,8 @@ import numpy as np
 import pandas as pd
 
 from results.tables import write_table
-from study.checkpoints import resolve_source, run_command
-from study.run import parse_overrides
+from study.cli import parse_overrides, run_command
+from study.trials import resolve_source
 from trainables.config import TrainConfig
 from trainables.data import DataError, ImageSet, describe, load_dataset, select_generators
 from trainables.inference import Detector

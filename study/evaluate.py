@@ -25,14 +25,13 @@ import pandas as pd
 
 from results.schema import KEYS
 from results.tables import replace_rows
-from study.checkpoints import (
+from study.cli import add_trial_args, run_command
+from study.trials import (
     TrialRef,
-    add_common_args,
     ingest_size,
     load_trial_state,
     resolve_source,
     resolve_trials,
-    run_command,
     study_info,
 )
 from trainables.data import ImageSet, describe, load_dataset
@@ -84,9 +83,7 @@ def by_generator(preds: pd.DataFrame) -> pd.DataFrame:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m study.evaluate", description=__doc__.split(
         "\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("study_dir", help="a study directory (<storage>/<name>)")
-    p.add_argument("--trial", nargs="+", default=["best"],
-                   help="trial id(s), 'best' (highest validation accuracy) or 'all'")
+    add_trial_args(p, several=True)
     p.add_argument("--data", required=True,
                    help="folder or .zip in a supported layout (CIFAKE, tiny-GenImage, "
                    "<class>/), or 'sample'")
@@ -96,7 +93,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--skip-bad", action="store_true",
                    help="leave out unreadable images instead of failing")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    add_common_args(p)
     return p.parse_args(argv)
 
 

@@ -21,14 +21,13 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from results.figures import DPI, save
-from study.checkpoints import (
+from study.cli import add_trial_args, run_command
+from study.trials import (
     TrialError,
-    add_common_args,
     figure_dir,
     load_study_data,
     load_trial_state,
     resolve_trials,
-    run_command,
     test_set_of,
 )
 from trainables.data import CLASS_NAMES
@@ -86,8 +85,7 @@ def grid(images: np.ndarray, cams: np.ndarray, labels: np.ndarray, scores: np.nd
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m study.explain", description=__doc__.split(
         "\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("study_dir", help="a study directory (<storage>/<name>)")
-    p.add_argument("--trial", default="best", help="a trial id, or 'best' (the default)")
+    add_trial_args(p)
     p.add_argument("--images", type=int, default=8, help="how many test images (default 8)")
     p.add_argument("--ids", nargs="+", help="explain these test images (manifest paths)")
     p.add_argument("--target", choices=TARGETS, default="predicted",
@@ -96,7 +94,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--data", help="the study's data, if it has moved (default: study.json's)")
     p.add_argument("--out", help="PNG path (default: <study_dir>/figures/gradcam_<trial>.png)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    add_common_args(p)
     args = p.parse_args(argv)
     if args.images < 1:
         p.error("--images must be at least 1")

@@ -19,14 +19,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from study.checkpoints import (
-    add_common_args,
-    ingest_size,
-    load_trial_state,
-    resolve_trials,
-    run_command,
-    study_info,
-)
+from study.cli import add_device_arg, run_command
+from study.trials import ingest_size, load_trial_state, resolve_trials, study_info
 from trainables.data import CLASS_NAMES
 from trainables.inference import Detector, list_images, read_images
 from trainables.models import model_spec
@@ -75,7 +69,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="ingest size in pixels (default: the study's own ingest size)")
     p.add_argument("--skip-bad", action="store_true",
                    help="leave out unreadable files (listed) instead of failing")
-    add_common_args(p)
+    add_device_arg(p)
     return p.parse_args(argv)
 
 

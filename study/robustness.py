@@ -23,13 +23,12 @@ import pandas as pd
 
 from results.figures import robustness_figure, save
 from results.tables import replace_rows
-from study.checkpoints import (
-    add_common_args,
+from study.cli import add_trial_args, run_command
+from study.trials import (
     figure_dir,
     load_study_data,
     load_trial_state,
     resolve_trials,
-    run_command,
     stratified_limit,
     study_info,
     test_set_of,
@@ -41,9 +40,7 @@ from trainables.inference import Detector
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m study.robustness", description=__doc__.split(
         "\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("study_dir", help="a study directory (<storage>/<name>)")
-    p.add_argument("--trial", nargs="+", default=["best"],
-                   help="trial id(s), 'best' (highest validation accuracy) or 'all'")
+    add_trial_args(p, several=True)
     p.add_argument("--data", help="the study's data, if it has moved (default: study.json's)")
     p.add_argument("--jpeg", type=int, nargs="*", default=list(rb.JPEG_QUALITIES),
                    metavar="Q", help="JPEG qualities (default: %(default)s)")
@@ -59,7 +56,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="noise and --limit sampling seed")
     p.add_argument("--out", help="folder for the figures (default: <study_dir>/figures)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
-    add_common_args(p)
     args = p.parse_args(argv)
     if any(not 1 <= q <= 100 for q in args.jpeg):
         p.error("--jpeg qualities must lie in 1..100")

@@ -15,51 +15,33 @@ resumes it once the storage works again).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import datetime as dt
-import hashlib
 import json
 import os
 import platform
 import shlex
-import shutil
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
-from results.provenance import STUDY_FILE
-from results.tables import filesystem
-from search_spaces import SPACES, Space, SpaceError, get_space
-from trainables.config import ConfigError, TrainConfig
-from trainables.data import DataError, ImageSet, describe, load_dataset, sample_subset
-from trainables.registry import UnknownNameError
+from results import storage
+from search_spaces import SPACES, Space, get_space
+from study.cli import StudyError, parse_overrides, resolve_data, run_command
+from study.storage_guard import (
+    STORAGE_EXIT,
+    StorageFailure,
+    rescue_dir,
+    rescue_state,
+    restore_rescued_state,
+    storage_failure,
+    storage_failure_in,
+    storage_guard,
+    storage_problem,
+)
+from trainables.data import ImageSet, describe, sample_subset
 
 STUDY_FORMAT = 1  # layout of study.json and of the study directory
-# Exit codes of main(): 2 = the study cannot start (bad input); 3 = its storage failed mid-study.
-STORAGE_EXIT = 3
-# How often the driver checks that study.json is still in the storage (s): one stat, or one S3
-# HEAD request, so a vanished or swapped storage directory is noticed within this time.
-STORAGE_CHECK_S = 30.0
-# The write probe after a trial failure: big enough to fail on a nearly full disk, as a trial's
-# checkpoint would (small_cnn's is about 0.3 MB), small enough to cost nothing on S3.
-STORAGE_PROBE_BYTES = 1 << 20
-
-
-class StudyError(RuntimeError):
-    """A study that cannot start or resume; the message says why and what to do."""
-
-
-class StorageFailure(RuntimeError):
-    """The study's storage stopped accepting writes mid-study; the message says how to resume.
-
-    ``staging`` is Tune's driver-side copy of the experiment folder, when the guard knew it.
-    """
-
-    def __init__(self, problem: str, staging: str | None = None) -> None:
-        super().__init__(problem)
-        self.staging = staging
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -113,37 +95,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def parse_overrides(pairs: list[str]) -> dict[str, Any]:
-    """``["epochs=5", "model=small_cnn"]`` -> {"epochs": 5, "model": "small_cnn"}, validated."""
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep:
-            raise ConfigError(f"--set {pair!r} must look like KEY=VALUE")
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
-        out[key.strip()] = value
-    TrainConfig.from_dict(out)
-    return out
-
-
-def resolve_data(arg: str | None, image_size: int | None, skip_bad: bool) -> ImageSet:
-    from trainables.sample import build_sample
-
-    if arg in (None, "sample"):
-        if arg is None:
-            print("notice: no --data given; using the embedded sample data (it exercises the "
-                  "system; its accuracies say nothing about CIFAKE)")
-        return load_dataset(build_sample(), image_size=image_size, skip_bad=skip_bad)
-    return load_dataset(arg, image_size=image_size, skip_bad=skip_bad)
-
-
-def study_path(storage: str, name: str) -> str:
-    if "://" in storage:
-        return storage.rstrip("/") + "/" + name
-    return str(Path(storage).expanduser().resolve() / name)
+def study_path(where: str, name: str) -> str:
+    """The study directory of study ``name`` under ``--storage`` ``where``."""
+    return storage.join(where, name)
 
 
 def resources_for(args: argparse.Namespace, gpus_in_cluster: float) -> Any:
@@ -200,54 +154,6 @@ def _versions() -> dict[str, str]:
             "torch": torch.__version__, "platform": platform.platform()}
 
 
-def _read_study_file(path: str) -> dict[str, Any] | None:
-    import pyarrow.fs as pafs
-
-    fs, base = filesystem(path)
-    target = f"{base}/{STUDY_FILE}"
-    if fs.get_file_info(target).type != pafs.FileType.File:
-        return None
-    with fs.open_input_stream(target) as f:
-        return json.loads(f.read().decode())
-
-
-def _write_study_file(path: str, info: dict[str, Any]) -> None:
-
-    try:
-        fs, base = filesystem(path)
-        fs.create_dir(base, recursive=True)
-        with fs.open_output_stream(f"{base}/{STUDY_FILE}") as f:
-            f.write(json.dumps(info, indent=1).encode())
-    except OSError as exc:
-        raise StudyError(f"cannot write the study directory {path} ({type(exc).__name__}: "
-                         f"{exc}); check --storage and that it is writable") from None
-
-
-def storage_problem(path: str, write: bool = True) -> str | None:
-    """Why the study directory ``path`` cannot be used right now, or None when it can.
-
-    The study directory must still hold ``study.json`` (a missing one means the storage was
-    removed, unmounted or swapped); with ``write`` a probe file is written and removed again.
-    """
-    import pyarrow.fs as pafs
-
-    try:
-        fs, base = filesystem(path)
-        if fs.get_file_info(f"{base}/{STUDY_FILE}").type != pafs.FileType.File:
-            return f"{path}/{STUDY_FILE} has disappeared"
-        if write:
-            probe = f"{base}/.storage-probe-{os.getpid()}"
-            try:
-                with fs.open_output_stream(probe) as f:
-                    f.write(bytes(STORAGE_PROBE_BYTES))
-            finally:
-                with contextlib.suppress(OSError):
-                    fs.delete_file(probe)
-    except OSError as exc:  # pyarrow's errors are OSErrors too
-        return f"{type(exc).__name__}: {exc}"
-    return None
-
-
 def resume_command(args: argparse.Namespace, name: str) -> str:
     """The command line that resumes this study (same data, storage, name and resources)."""
     cmd = ["python", "-m", "study.run", "--space", args.space]
@@ -273,112 +179,20 @@ def resume_command(args: argparse.Namespace, name: str) -> str:
     return shlex.join([*cmd, "--resume"])
 
 
-def rescue_dir(path: str) -> Path:
-    """Where this machine keeps Tune's experiment state of the study at ``path`` when its
-    storage fails: a write cut short by the failure can leave the copy there unreadable."""
-    from trainables.data import cache_root
-
-    return cache_root() / "rescued-state" / hashlib.sha1(path.encode()).hexdigest()[:16]
-
-
-def rescue_state(path: str, staging: str | None) -> Path | None:
-    """Copy Tune's driver-side experiment folder (experiment and searcher state, every trial's
-    logs; no checkpoints, which only the storage holds) to ``rescue_dir(path)``."""
-    if not staging or not os.path.isdir(staging):
-        return None
-    target = rescue_dir(path)
-    shutil.rmtree(target, ignore_errors=True)
-    shutil.copytree(staging, target)
-    return target
-
-
-def restore_rescued_state(path: str) -> Path | None:
-    """Before a resume: put a rescued experiment state back into the study directory.
-
-    The rescue is taken when the storage fails, after which the study writes nothing more
-    there, so it is the newest state; it is removed once uploaded.
-    """
-    import pyarrow.fs as pafs
-
-    source = rescue_dir(path)
-    if not source.is_dir():
-        return None
-    fs, base = filesystem(path)
-    pafs.copy_files(str(source), base, source_filesystem=pafs.LocalFileSystem(),
-                    destination_filesystem=fs)
-    shutil.rmtree(source)
-    return source
-
-
-def storage_failure(args: argparse.Namespace, name: str, path: str, problem: str,
-                    rescued: Path | None) -> StorageFailure:
-    kept = (f" Tune's latest experiment state was copied to {rescued} on this machine; the "
-            "command below puts it back first, so run it here." if rescued else "")
-    return StorageFailure(
-        f"the study's storage failed at {path}: {problem}.\nThe study was stopped; the "
-        f"trials' last checkpoints in the storage are kept.{kept} Once {args.storage} accepts "
-        "writes again (free space, remount it, restore its permissions or credentials), "
-        f"continue the study with:\n  {resume_command(args, name)}")
-
-
-def storage_guard(path: str) -> Any:
-    """A Tune callback that stops the study as soon as its storage fails.
-
-    Without it, every trial would fail in turn on its next checkpoint upload, be retried, fail
-    again and be recorded as ERROR; and a resume does not rerun errored trials. Stopping at the
-    first failure leaves the trials unfinished in the last saved state, so ``--resume``
-    continues them from their checkpoints. A trial failure with healthy storage is left to
-    Tune's retries (``--max-failures``).
-    """
-    from ray import tune
-
-    class StorageGuard(tune.Callback):
-        def __init__(self) -> None:
-            self.last_check = time.monotonic()
-
-        def check(self, trials: list, write: bool) -> None:
-            self.last_check = time.monotonic()
-            problem = storage_problem(path, write=write)
-            if problem:
-                # Tune writes its state on the driver first, then copies it to the storage.
-                staging = trials[0].storage.experiment_driver_staging_path if trials else None
-                raise StorageFailure(problem, staging)
-
-        def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any
-                             ) -> None:
-            self.check(trials, write=True)
-
-        def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any
-                           ) -> None:
-            self.check(trials, write=True)
-
-        def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
-            if time.monotonic() - self.last_check >= STORAGE_CHECK_S:
-                self.check(trials, write=False)
-
-    return StorageGuard()
-
-
-def _storage_failure_in(exc: BaseException) -> StorageFailure | None:
-    """The StorageFailure a guard raised, found in the chain of exceptions Tune wrapped it in."""
-    seen: set[int] = set()
-    stack: list[BaseException | None] = [exc]
-    while stack:
-        e = stack.pop()
-        if e is None or id(e) in seen:
-            continue
-        seen.add(id(e))
-        if isinstance(e, StorageFailure):
-            return e
-        stack += [e.__cause__, e.__context__]
-    return None
+def write_study_file(path: str, info: dict[str, Any]) -> None:
+    try:
+        storage.write_study_file(path, info)
+    except OSError as exc:
+        raise StudyError(f"cannot write the study directory {path} ({type(exc).__name__}: "
+                         f"{exc}); check --storage and that it is writable") from None
 
 
 def check_resumable(info: dict[str, Any] | None, path: str, data: ImageSet) -> None:
     from results.schema import SCHEMA_VERSION
 
     if info is None:
-        raise StudyError(f"nothing to resume at {path}: no {STUDY_FILE}; check --storage and "
+        raise StudyError(f"nothing to resume at {path}: no {storage.STUDY_FILE}; check "
+                         "--storage and "
                          "--name, or start the study without --resume")
     if info.get("format") != STUDY_FORMAT or info.get("schema_version") != SCHEMA_VERSION:
         raise StudyError(
@@ -399,8 +213,9 @@ def run(args: argparse.Namespace) -> int:
     import ray
     from ray import tune
 
-    from results.tables import TrialOutcome, write_study_tables
+    from results.tables import write_study_tables
     from search_spaces.tuning import to_tune
+    from study.outcomes import outcome_from_result
     from trainables.tune_adapter import trainable
 
     overrides = parse_overrides(args.set)
@@ -417,7 +232,7 @@ def run(args: argparse.Namespace) -> int:
     print(describe(data))
     name = args.name or f"{space.name}-{dt.datetime.now():%Y%m%d-%H%M%S}"
     path = study_path(args.storage, name)
-    info = _read_study_file(path)
+    info = storage.read_study_file(path)
     if args.resume:
         check_resumable(info, path, data)
     elif info is not None:
@@ -437,8 +252,7 @@ def run(args: argparse.Namespace) -> int:
                                  resources_for(args, gpus))
         run_config = tune.RunConfig(
             name=name,
-            storage_path=args.storage if "://" in args.storage else
-            str(Path(args.storage).expanduser().resolve()),
+            storage_path=storage.normalise(args.storage),
             failure_config=tune.FailureConfig(max_failures=args.max_failures),
             # Two kept checkpoints: the newest, plus one to fall back on; each holds the best
             # weights and test scores so far, so nothing older is needed.
@@ -456,14 +270,14 @@ def run(args: argparse.Namespace) -> int:
             try:
                 rescued = restore_rescued_state(path)
             except OSError as exc:
-                raise storage_failure(args, name, path, f"{type(exc).__name__}: {exc}",
-                                      rescue_dir(path)) from exc
+                raise storage_failure(path, args.storage, f"{type(exc).__name__}: {exc}",
+                                      rescue_dir(path), resume_command(args, name)) from exc
             if rescued:
                 print(f"restored the experiment state kept in {rescued} when the storage failed")
             tuner = tune.Tuner.restore(path, trainable=fn, resume_unfinished=True,
                                        resume_errored=False)
         else:
-            _write_study_file(path, {
+            write_study_file(path, {
                 "format": STUDY_FORMAT, "schema_version": _schema_version(), "name": name,
                 "space": json.loads(space.to_json()), "overrides": overrides, "seed": args.seed,
                 "data_fingerprint": data.fingerprint, "data_source": data.source,
@@ -487,15 +301,16 @@ def run(args: argparse.Namespace) -> int:
         try:
             grid = tuner.fit()
             wall = time.perf_counter() - t0
-            outcomes = [TrialOutcome.from_result(r) for r in grid]
+            outcomes = [outcome_from_result(r) for r in grid]
             trials, paths = write_study_tables(path, name, outcomes)
         except Exception as exc:
             # A storage failure surfaces as whatever Tune or pyarrow made of it; name it.
-            guarded = _storage_failure_in(exc)
+            guarded = storage_failure_in(exc)
             problem = str(guarded) if guarded else storage_problem(path)
             if problem:
                 rescued = rescue_state(path, guarded.staging if guarded else None)
-                raise storage_failure(args, name, path, problem, rescued) from exc
+                raise storage_failure(path, args.storage, problem, rescued,
+                                      resume_command(args, name)) from exc
             raise
     finally:
         if started_ray:
@@ -530,21 +345,16 @@ def print_summary(trials: Any, space: Space, wall: float) -> None:
         print(f"trial {row['trial_id']} failed: {row['error'].splitlines()[0]}")
 
 
+def list_spaces() -> int:
+    for name in SPACES.names():
+        space = get_space(name)
+        print(f"{name:22s} {space.trial_count():5d} trials  {space.description}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    if args.list_spaces:
-        for name in SPACES.names():
-            space = get_space(name)
-            print(f"{name:22s} {space.trial_count():5d} trials  {space.description}")
-        return 0
-    try:
-        return run(args)
-    except (UnknownNameError, SpaceError, ConfigError, DataError, StudyError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except StorageFailure as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return STORAGE_EXIT
+    return run_command(parse_args, lambda args: list_spaces() if args.list_spaces else run(args),
+                       argv, exits={StorageFailure: STORAGE_EXIT})
 
 
 if __name__ == "__main__":

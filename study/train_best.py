@@ -32,8 +32,8 @@ import pandas as pd
 from results.schema import HYPERPARAMETER_NAMES
 from results.tables import replace_atomically
 from search_spaces import SpaceError, get_space
-from study.checkpoints import USER_ERRORS, best_trial, trials_table
-from study.run import parse_overrides, resolve_data
+from study.cli import USER_ERRORS, parse_overrides, resolve_data
+from study.trials import best_trial, trials_table
 from trainables.config import ConfigError, TrainConfig
 from trainables.data import ImageSet, origin_of_test_split, sample_subset
 from trainables.train import save_state, train

@@ -23,13 +23,12 @@ from typing import Any
 import pytest
 
 import results
-from study.run import (
+from study.run import parse_args, resume_command
+from study.storage_guard import (
     STORAGE_EXIT,
-    parse_args,
     rescue_dir,
     rescue_state,
     restore_rescued_state,
-    resume_command,
     storage_problem,
 )
 

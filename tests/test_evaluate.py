@@ -15,10 +15,11 @@ import pytest
 from test_results_tables import outcome, write
 
 import results
+from results.migrate import main as migrate_main
 from results.schema import ROBUSTNESS, SCHEMA_VERSION, TABLES, VERSION_KEY
-from results.tables import replace_rows, trial_checkpoint
-from study.checkpoints import TrialError, best_trial, resolve_trials
+from results.tables import replace_rows
 from study.evaluate import main
+from study.trials import TrialError, best_trial, load_trial_state, resolve_trials, trial_checkpoint
 
 
 def evaluate(study: Path, *args: str) -> int:
@@ -106,10 +107,10 @@ def test_trial_without_checkpoint_says_so_and_how_to_get_one(
     study_copy: Path, tiny_data: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     (ref,) = resolve_trials(str(study_copy), ["best"])
-    folder, _ = trial_checkpoint(str(study_copy), ref.trial_id)
+    folder = trial_checkpoint(ref)
     for checkpoint in Path(folder).parent.glob("checkpoint_*"):
         shutil.rmtree(checkpoint)
-    assert trial_checkpoint(str(study_copy), ref.trial_id) is None
+    assert not (Path(folder) / "checkpoint.pt").exists()
     assert evaluate(study_copy, "--trial", "best", "--data", str(tiny_data)) == 2
     err = capsys.readouterr().err
     assert f"trial {ref.trial_id} has no checkpoint" in err
@@ -126,16 +127,40 @@ def test_a_folder_that_is_not_a_study_and_bad_data_are_clear_errors(
     assert "does not exist" in capsys.readouterr().err
 
 
-def test_checkpoint_is_found_from_the_files_when_folders_are_renamed(study_copy: Path) -> None:
-    """Tune names trial folders after the trial id; result.json is the fallback."""
+def test_trials_record_their_checkpoint_relative_to_the_study_directory(study_copy: Path
+                                                                        ) -> None:
+    """The driver knows each checkpoint: a copied study finds its own, no folder scanning."""
     trials = results.load(study_copy)["trials"]
-    for i, trial_id in enumerate(trials["trial_id"]):
-        before = trial_checkpoint(str(study_copy), trial_id)
-        assert before is not None and Path(before[0]).name.startswith("checkpoint_")
-        folder = Path(before[0]).parent
-        folder.rename(folder.with_name(f"renamed{i}"))
-        after = trial_checkpoint(str(study_copy), trial_id)
-        assert after is not None and Path(after[0]).parent.name == f"renamed{i}"
+    assert trials["checkpoint"].notna().all()
+    for recorded in trials["checkpoint"]:
+        assert not Path(recorded).is_absolute() and Path(recorded).name.startswith("checkpoint_")
+        assert (study_copy / recorded / "checkpoint.pt").is_file()
+    for ref in resolve_trials(str(study_copy), ["all"]):
+        assert str(trial_checkpoint(ref)).startswith(str(study_copy))
+        assert load_trial_state(ref)["test_ids"] is not None
+
+
+def test_migrating_an_older_study_finds_checkpoints_in_renamed_tune_folders(
+    study_copy: Path
+) -> None:
+    """A v3 study recorded no checkpoint: migrate finds it from Tune's folder names, and from
+    result.json where a folder was renamed."""
+    path = study_copy / "trials.parquet"
+    table = pq.read_table(path)
+    expected = dict(zip(table["trial_id"].to_pylist(), table["checkpoint"].to_pylist(),
+                        strict=True))
+    meta = {**table.schema.metadata, VERSION_KEY: b"3"}
+    pq.write_table(table.drop(["checkpoint"]).replace_schema_metadata(meta), path)
+    for i, recorded in enumerate(sorted({c.split("/")[0] for c in expected.values()})[:1]):
+        (study_copy / recorded).rename(study_copy / f"renamed{i}")
+        expected = {t: c.replace(recorded, f"renamed{i}", 1) for t, c in expected.items()}
+    with pytest.raises(results.SchemaError, match=r"results\.migrate"):
+        results.load(study_copy)
+    assert migrate_main([str(study_copy)]) == 0
+    trials = results.load(study_copy)["trials"]
+    assert dict(zip(trials["trial_id"], trials["checkpoint"], strict=True)) == expected
+    for ref in resolve_trials(str(study_copy), ["all"]):
+        assert load_trial_state(ref)["test_ids"] is not None
 
 
 def test_a_resumed_study_keeps_its_analysis_tables(tmp_path: Path) -> None:

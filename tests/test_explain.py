@@ -15,8 +15,8 @@ from conftest import smooth_image
 from PIL import Image
 from torch import nn
 
-from study.checkpoints import best_trial
 from study.explain import main
+from study.trials import best_trial
 from trainables.config import TrainConfig
 from trainables.data import ImageSet
 from trainables.explain import grad_cam, last_conv2d, overlay

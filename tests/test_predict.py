@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 
 import results
-from results.tables import trial_checkpoint, write_table
-from study.checkpoints import best_trial
+from results.tables import write_table
 from study.predict import main, predict
+from study.trials import best_trial, resolve_trials, trial_checkpoint
 from trainables.train import save_state
 
 
@@ -71,7 +71,7 @@ def test_a_trial_without_a_checkpoint_says_so_and_how_to_get_one(
     study_copy: Path, tiny_data: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     trial_id = results.load(study_copy)["trials"]["trial_id"].iloc[-1]
-    folder, _ = trial_checkpoint(str(study_copy), trial_id)
+    folder = trial_checkpoint(resolve_trials(str(study_copy), [trial_id])[0])
     for checkpoint in Path(folder).parent.glob("checkpoint_*"):
         shutil.rmtree(checkpoint)
     assert main([str(tiny_data / "test"), "--study", str(study_copy), "--trial", trial_id]) == 2
@@ -98,7 +98,8 @@ def test_an_anomaly_detector_prints_its_score_not_a_probability(
     save_state(trained_states["vae_detector"], str(folder / "checkpoint.pt"))
     trials = pd.DataFrame({"study": ["v"], "trial_id": ["vae01_00000"],
                            "status": ["TERMINATED"], "best_val_accuracy": [0.9],
-                           "best_val_loss": [1.0]})
+                           "best_val_loss": [1.0],
+                           "checkpoint": ["trainable_vae01_00000_0_x/checkpoint_000002"]})
     write_table(trials, "trials", str(study))
     table, detector, trial_id, bad = predict(str(tiny_data / "test"), str(study), "best")
     assert trial_id == "vae01_00000" and detector.anomaly and not bad

@@ -34,7 +34,7 @@ def outcome(root: Path, trial_id: str, *, epochs: int = 3, seed: int = 0, batch_
     history = pd.DataFrame([{
         "epoch": e, "train_loss": 1 / e, "val_loss": 1.1 / e, "val_accuracy": 0.5 + e / 10,
         "best_epoch": e, "best_val_loss": 1.1 / e, "test_accuracy": accuracy, "test_auc": 0.8,
-        "threshold": 0.5, "train_seconds": float(e), "time_total_s": e + 1.0,
+        "threshold": 0.5, "train_seconds": float(e), "wall_seconds": e + 1.0,
         "images_per_second": 100.0 * e, "num_params": 1234, "n_train": 8, "n_val": 2,
         "n_test": 8, "node": "node-a", "device": "cpu", "lr": 1e-3, "epoch_seconds": 1.0,
         "stop_reason": "budget" if e == epochs else "", "restarts": 0,
@@ -240,7 +240,7 @@ def test_v2_study_gains_the_recipe_hyperparameters_at_their_defaults(tmp_path: P
                     pa.array(["old-key-1", "old-key-2"]))
             pq.write_table(table.replace_schema_metadata(
                 {VERSION_KEY: b"2", TABLE_KEY: name.encode()}), path)
-    with pytest.raises(SchemaError, match="schema v2; this version reads v3"):
+    with pytest.raises(SchemaError, match=f"schema v2; this version reads v{SCHEMA_VERSION}"):
         results.load(study)
     assert migrate_main([str(study)]) == 0
     trials = results.load(study)["trials"]
@@ -270,7 +270,7 @@ def test_unreadable_checkpoint_warns_and_the_trial_keeps_its_row(tmp_path: Path)
 
 
 def test_a_folded_run_is_one_trial_per_budget_cut_from_its_history(tmp_path: Path) -> None:
-    from results.tables import split_trial_id
+    from trainables.folding import split_trial_id
 
     # A run serving budgets 1, 3 and 5 that the scheduler stopped after epoch 2.
     o = outcome(tmp_path, "run_00000", epochs=2)

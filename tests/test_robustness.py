@@ -15,8 +15,8 @@ from conftest import smooth_image
 from PIL import Image
 
 import results
-from study.checkpoints import best_trial
 from study.robustness import main
+from study.trials import best_trial
 from trainables import robustness as rb
 from trainables.data import load_dataset
 from trainables.inference import Detector

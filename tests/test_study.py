@@ -183,7 +183,7 @@ def test_folded_budgets_give_exactly_the_trials_that_separate_runs_give(
 ) -> None:
     import numpy as np
 
-    from study.checkpoints import TrialRef, load_trial_state
+    from study.trials import TrialRef, load_trial_state
 
     space = Space("folding", "two configurations x budgets 1 and 3",
                   {"batch_size": grid(16, 32), "epochs": grid(1, 3)},

@@ -31,7 +31,6 @@ from trainables.models import AnomalyDetector, count_parameters, create_model, m
 
 EpochCallback = Callable[[dict[str, Any], Callable[[], dict[str, Any]]], None]
 CHECKPOINT_FORMAT = 1
-BUDGET_BEST = "budget_best"  # checkpoint key: a folded run's best-so-far record per budget
 WHITENING_SAMPLE = 5000  # training images the cifake_fast stem's whitening is estimated from
 EMA_EVERY = 5  # steps between weight-average updates (airbench's lookahead period)
 
@@ -378,8 +377,12 @@ def save_state(state: dict[str, Any], path: str) -> None:
         f.write(buf.getvalue())
 
 
-def load_state(path: str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    return torch.load(path, map_location=map_location, weights_only=False)
+def load_state(source: str | bytes, map_location: str | torch.device = "cpu"
+               ) -> dict[str, Any]:
+    """A checkpoint written by ``save_state``, from its path or its bytes."""
+    if isinstance(source, bytes):
+        source = io.BytesIO(source)
+    return torch.load(source, map_location=map_location, weights_only=False)
 
 
 def model_from_state(state: dict[str, Any]) -> nn.Module:
@@ -391,18 +394,6 @@ def model_from_state(state: dict[str, Any]) -> nn.Module:
     model = create_model(config.model)
     model.load_state_dict(state["best"].get("weights") or state["model"])
     return model.eval()
-
-
-def state_at_budget(state: dict[str, Any], budget: int) -> dict[str, Any]:
-    """The checkpoint of the trial with ``budget`` epochs that a folded run's ``state`` serves.
-
-    Its best record (weights, test scores, threshold) is the one the run had at that epoch, or
-    the run's own when it ended sooner (early stopping or the scheduler); its config names the
-    budget. The last weights and optimizer are the run's: resume the run, not this view.
-    """
-    best = state.get(BUDGET_BEST, {}).get(budget, state["best"])
-    return {**state, "best": best, "config": {**state.get("config", {}), "epochs": budget},
-            "epoch": min(state.get("epoch", budget), budget)}
 
 
 def weights_of(state: dict[str, Any]) -> str:

@@ -16,11 +16,11 @@ import ray
 import torch
 from ray import tune
 
+from results.storage import CHECKPOINT_FILE
 from trainables.config import TrainConfig
 from trainables.data import ImageSet
-from trainables.train import BUDGET_BEST, load_state, save_state, train
-
-CHECKPOINT_FILE = "checkpoint.pt"
+from trainables.folding import BudgetRecords, budgets_of, without_budgets
+from trainables.train import load_state, save_state, train
 
 
 def trial_device() -> str:
@@ -45,9 +45,7 @@ def trainable(config: dict[str, Any], data: ImageSet) -> None:
     # too short on a loaded node, and a reset that times out fails the next trial. Read by
     # FunctionTrainable.reset_config in this worker process.
     os.environ["TUNE_FUNCTION_THREAD_TIMEOUT_S"] = "60"
-    # A folded run (search_spaces.tuning) also serves the smaller budgets of its configuration.
-    budgets = [int(b) for b in config.get("budgets") or ()]
-    cfg = TrainConfig.from_dict({k: v for k, v in config.items() if k != "budgets"})
+    cfg = TrainConfig.from_dict(without_budgets(config))
     resume = None
     restarts = 0
     checkpoint = tune.get_checkpoint()
@@ -55,10 +53,8 @@ def trainable(config: dict[str, Any], data: ImageSet) -> None:
         with checkpoint.as_directory() as folder:
             resume = load_state(os.path.join(folder, CHECKPOINT_FILE))
         restarts = resume.get("restarts", 0) + 1  # after a crash, a lost node or a resume
-    # Budget -> the best-so-far record (weights, metrics, test scores) at that epoch: what the
-    # trial with that budget ends with. Records that did not change between budgets are one
-    # object, which the checkpoint stores once.
-    budget_best: dict[int, Any] = dict((resume or {}).get(BUDGET_BEST, {}))
+    # A folded run (trainables.folding) also serves the smaller budgets of its configuration.
+    budgets = BudgetRecords(budgets_of(config), resume)
     # The Ray node of every epoch: host names repeat where several Ray nodes share a host
     # (containers, a test cluster), and a trial that moves after a lost node changes node.
     ray_node = ray.get_runtime_context().get_node_id()
@@ -66,10 +62,9 @@ def trainable(config: dict[str, Any], data: ImageSet) -> None:
     def report(metrics: dict[str, Any], state: Any) -> None:
         metrics = {**metrics, "restarts": restarts, "ray_node_id": ray_node}
         current = state()
-        if metrics["epoch"] in budgets[:-1]:
-            budget_best[metrics["epoch"]] = current["best"]
+        budgets.record(metrics["epoch"], current["best"])
         with tempfile.TemporaryDirectory() as folder:
-            save_state({**current, "restarts": restarts, BUDGET_BEST: budget_best},
+            save_state({**current, "restarts": restarts, **budgets.checkpoint_entries()},
                        os.path.join(folder, CHECKPOINT_FILE))
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 

@@ -1,4 +1,4 @@
-"""Resolve ``--trial <id|best>`` in a study directory to its checkpoint, and reload its data.
+"""A study's trials for the analysis commands: ``--trial <id|best|all>``, checkpoints, data.
 
 Usage (by the analysis commands study.evaluate, study.robustness, study.explain, study.predict):
     ref = resolve_trials("studies/grid1", ["best"])[0]   # TrialRef: study, trial_id, trials row
@@ -11,10 +11,8 @@ then trial id): chosen on validation, never on the test set it is then scored on
 
 from __future__ import annotations
 
-import argparse
-import sys
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,19 +20,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from results.provenance import read_study_file
-from results.tables import (
-    SchemaError,
-    _is_file,
-    _join,
-    read_checkpoint_file,
-    read_table,
-    split_trial_id,
-    trial_checkpoint,
-)
-from trainables.config import ConfigError
-from trainables.data import DataError, ImageSet, fingerprint_of, load_dataset
-from trainables.registry import UnknownNameError
+from results import storage
+from results.tables import checkpoint_location, read_checkpoint, read_table
+from trainables.data import ImageSet, fingerprint_of, load_dataset
+from trainables.folding import state_of_trial
 
 
 class TrialError(RuntimeError):
@@ -49,13 +38,9 @@ class TrialRef:
     row: pd.Series  # the trial's row of trials.parquet
 
 
-def add_common_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", help="cpu (default), cuda or mps")
-
-
 def trials_table(study_dir: str) -> pd.DataFrame:
-    path = _join(str(study_dir), "trials.parquet")
-    if not _is_file(path):
+    path = storage.join(str(study_dir), "trials.parquet")
+    if not storage.is_file(path):
         raise TrialError(f"{study_dir} holds no trials.parquet: is it a study directory "
                          "(<storage>/<name>)? Its tables are written when `python -m study.run` "
                          "ends; resume an interrupted study with --resume to write them")
@@ -96,37 +81,40 @@ def resolve_trials(study_dir: str, refs: Sequence[str]) -> list[TrialRef]:
     return list(out.values())
 
 
+def trial_checkpoint(ref: TrialRef) -> str | None:
+    """The trial's checkpoint folder as the study recorded it (None: it has none); a trial
+    that a folded run served (<run>-e<budget>) names that run's checkpoint."""
+    recorded = ref.row.get("checkpoint")
+    if not isinstance(recorded, str) or not recorded:
+        return None
+    return checkpoint_location(ref.study_dir, recorded)
+
+
 def load_trial_state(ref: TrialRef) -> dict[str, Any]:
     """The trial's newest checkpoint state; TrialError saying how to get one if there is none."""
-    # A trial that a folded run served (<run>-e<budget>) lives in that run's checkpoint.
-    run_id, budget = split_trial_id(ref.trial_id)
-    found = trial_checkpoint(ref.study_dir, run_id)
-    if found is None:
+    folder = trial_checkpoint(ref)
+    if folder is None or not storage.is_file(f"{folder}/{storage.CHECKPOINT_FILE}"):
         status = ref.row.get("status")
         why = (f"it ended with an error ({str(ref.row.get('error') or '').splitlines()[0]})"
                if status == "ERROR" else f"its status is {status}")
+        where = (f"looked for {folder}/{storage.CHECKPOINT_FILE}" if folder else
+                 "the trials table records none")
         raise TrialError(
-            f"trial {ref.trial_id} has no checkpoint in {ref.study_dir} (looked for "
-            f"<trial folder>/checkpoint_<n>/checkpoint.pt; {why}). A trial saves one at the end "
-            "of every epoch, so it failed before its first epoch ended, or its folders were "
-            "deleted or not copied from the cluster's storage. Copy the trial folder back, "
-            "resume an unfinished study (`python -m study.run --space <space> --name <name> "
-            "--resume`), or use another trial (--trial best)")
-    folder, fs = found
+            f"trial {ref.trial_id} has no checkpoint in {ref.study_dir} ({where}; {why}). A "
+            "trial saves one at the end of every epoch, so it failed before its first epoch "
+            "ended, or its folders were deleted or not copied from the cluster's storage. Copy "
+            "the trial folder back, resume an unfinished study (`python -m study.run --space "
+            "<space> --name <name> --resume`), or use another trial (--trial best)")
     try:
-        state = read_checkpoint_file(folder, fs)
+        state = read_checkpoint(folder)
     except Exception as exc:  # a truncated or foreign file: say which one
         raise TrialError(f"cannot read the checkpoint of trial {ref.trial_id} at {folder}/"
-                         f"checkpoint.pt ({type(exc).__name__}: {exc})") from None
-    if budget is None:
-        return state
-    from trainables.train import state_at_budget
-
-    return state_at_budget(state, budget)
+                         f"{storage.CHECKPOINT_FILE} ({type(exc).__name__}: {exc})") from None
+    return state_of_trial(state, ref.trial_id)
 
 
 def study_info(study_dir: str) -> dict[str, Any]:
-    return read_study_file(str(study_dir))
+    return storage.read_study_file(str(study_dir)) or {}
 
 
 def ingest_size(info: dict[str, Any]) -> int | None:
@@ -220,20 +208,4 @@ def figure_dir(study_dir: str, out: str | None) -> Path:
     """Where figures go: --out, else <study_dir>/figures (./figures for a remote study)."""
     if out:
         return Path(out)
-    return Path("figures") if "://" in str(study_dir) else Path(study_dir) / "figures"
-
-
-# Errors a command reports as "error: ..." with exit status 2 (bad input, not a bug).
-USER_ERRORS = (TrialError, DataError, SchemaError, FileNotFoundError, ConfigError,
-               UnknownNameError)
-
-
-def run_command(parse_args: Callable[[list[str] | None], argparse.Namespace],
-                run: Callable[[argparse.Namespace], int], argv: list[str] | None) -> int:
-    """The shared ``main`` of the trial commands: a user error is one line and exit code 2."""
-    args = parse_args(argv)
-    try:
-        return run(args)
-    except USER_ERRORS as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return Path("figures") if storage.is_uri(study_dir) else Path(study_dir) / "figures"

@@ -1,0 +1,96 @@
+"""What the commands of ``study`` share: overrides, data, trial arguments and exit codes.
+
+Usage:
+    overrides = parse_overrides(["epochs=5"])          # --set, validated
+    data = resolve_data(args.data, args.image_size, args.skip_bad)
+    add_trial_args(parser)                             # study_dir, --trial, --device
+    return run_command(parse_args, run, argv)          # a user error: one line, exit code 2
+
+Exit codes of every command: 0 done; 2 bad input (the message names it and the fix);
+``study.run`` adds 3 for a storage that failed mid-study (``study.storage_guard``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from results.storage import StudyFileError
+from results.tables import SchemaError
+from search_spaces import SpaceError
+from study.trials import TrialError
+from trainables.config import ConfigError, TrainConfig
+from trainables.data import DataError, ImageSet, load_dataset
+from trainables.registry import UnknownNameError
+
+USAGE_EXIT = 2  # bad input: the message says what and how to fix it
+
+
+class StudyError(RuntimeError):
+    """A study that cannot start or resume; the message says why and what to do."""
+
+
+# Errors a command reports as "error: ..." with exit status 2 (bad input, not a bug).
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    StudyError, TrialError, DataError, SchemaError, StudyFileError, FileNotFoundError,
+    ConfigError, SpaceError, UnknownNameError)
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """``["epochs=5", "model=small_cnn"]`` -> {"epochs": 5, "model": "small_cnn"}, validated."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep:
+            raise ConfigError(f"--set {pair!r} must look like KEY=VALUE")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        out[key.strip()] = value
+    TrainConfig.from_dict(out)
+    return out
+
+
+def resolve_data(arg: str | None, image_size: int | None, skip_bad: bool) -> ImageSet:
+    """The data set of ``--data``: a path, or the embedded sample (``None``: with a notice)."""
+    from trainables.sample import build_sample
+
+    if arg in (None, "sample"):
+        if arg is None:
+            print("notice: no --data given; using the embedded sample data (it exercises the "
+                  "system; its accuracies say nothing about CIFAKE)")
+        return load_dataset(build_sample(), image_size=image_size, skip_bad=skip_bad)
+    return load_dataset(arg, image_size=image_size, skip_bad=skip_bad)
+
+
+def add_device_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", help="cpu (default), cuda or mps")
+
+
+def add_trial_args(p: argparse.ArgumentParser, *, several: bool = False) -> None:
+    """The analysis commands' preamble: the study directory, ``--trial`` and ``--device``."""
+    p.add_argument("study_dir", help="a study directory (<storage>/<name>)")
+    if several:
+        p.add_argument("--trial", nargs="+", default=["best"],
+                       help="trial id(s), 'best' (highest validation accuracy) or 'all'")
+    else:
+        p.add_argument("--trial", default="best", help="a trial id, or 'best' (the default)")
+    add_device_arg(p)
+
+
+def run_command(parse_args: Callable[[list[str] | None], argparse.Namespace],
+                run: Callable[[argparse.Namespace], int], argv: list[str] | None,
+                exits: dict[type[BaseException], int] | None = None) -> int:
+    """The shared ``main`` of the commands: a user error is one line and exit code 2;
+    ``exits`` maps further error types to their own codes."""
+    args = parse_args(argv)
+    handled = {**dict.fromkeys(USER_ERRORS, USAGE_EXIT), **(exits or {})}
+    try:
+        return run(args)
+    except tuple(handled) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return next(code for kind, code in handled.items() if isinstance(exc, kind))
