@@ -22,6 +22,7 @@ from results.storage import StudyFileError
 from results.tables import SchemaError
 from search_spaces import SpaceError
 from study.trials import TrialError
+from trainables.checkpoint import CheckpointError, trust_checkpoints
 from trainables.config import ConfigError, TrainConfig
 from trainables.data import DataError, ImageSet, load_dataset
 from trainables.registry import UnknownNameError
@@ -35,8 +36,8 @@ class StudyError(RuntimeError):
 
 # Errors a command reports as "error: ..." with exit status 2 (bad input, not a bug).
 USER_ERRORS: tuple[type[BaseException], ...] = (
-    StudyError, TrialError, DataError, SchemaError, StudyFileError, FileNotFoundError,
-    ConfigError, SpaceError, UnknownNameError)
+    StudyError, TrialError, DataError, SchemaError, StudyFileError, CheckpointError,
+    FileNotFoundError, ConfigError, SpaceError, UnknownNameError)
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:
@@ -69,6 +70,13 @@ def resolve_data(arg: str | None, image_size: int | None, skip_bad: bool) -> Ima
 
 def add_device_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="cpu (default), cuda or mps")
+    add_trust_arg(p)
+
+
+def add_trust_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--trust-checkpoints", action="store_true",
+                   help="also read checkpoints in the older pickled format, which can run code "
+                   "when loaded: only for files you made yourself")
 
 
 def add_trial_args(p: argparse.ArgumentParser, *, several: bool = False) -> None:
@@ -88,6 +96,8 @@ def run_command(parse_args: Callable[[list[str] | None], argparse.Namespace],
     """The shared ``main`` of the commands: a user error is one line and exit code 2;
     ``exits`` maps further error types to their own codes."""
     args = parse_args(argv)
+    if getattr(args, "trust_checkpoints", False):
+        trust_checkpoints()  # inherited by the Ray workers this process starts
     handled = {**dict.fromkeys(USER_ERRORS, USAGE_EXIT), **(exits or {})}
     try:
         return run(args)

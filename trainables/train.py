@@ -11,7 +11,6 @@ from a checkpoint continues exactly as the uninterrupted run would have.
 from __future__ import annotations
 
 import copy
-import io
 import math
 import socket
 import time
@@ -23,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from trainables import checkpoint
 from trainables.config import ConfigError, TrainConfig
 from trainables.data import ImageSet, make_splits
 from trainables.loader import Preprocess, batch_count, batches, resident_images
@@ -370,19 +370,15 @@ def train(
 
 
 def save_state(state: dict[str, Any], path: str) -> None:
-    """Write a checkpoint atomically enough for Tune: to a buffer, then one write."""
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    with open(path, "wb") as f:
-        f.write(buf.getvalue())
+    """Write a checkpoint (``trainables.checkpoint``: data only, never code)."""
+    checkpoint.save(state, path)
 
 
 def load_state(source: str | bytes, map_location: str | torch.device = "cpu"
                ) -> dict[str, Any]:
-    """A checkpoint written by ``save_state``, from its path or its bytes."""
-    if isinstance(source, bytes):
-        source = io.BytesIO(source)
-    return torch.load(source, map_location=map_location, weights_only=False)
+    """A checkpoint written by ``save_state``, from its path or its bytes, read without
+    executing anything in it (``trainables.checkpoint.load``)."""
+    return checkpoint.load(source, map_location)
 
 
 def model_from_state(state: dict[str, Any]) -> nn.Module:
