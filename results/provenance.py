@@ -111,7 +111,8 @@ def study_row(
         "n_trials": len(trials),
         "n_terminated": int(status.get("TERMINATED", 0)),
         "n_error": int(status.get("ERROR", 0)),
-        "n_pending": int(status.get("PENDING", 0)),
+        # Unfinished: never started (PENDING) or cut short by an interrupted study.
+        "n_pending": int(status.get("PENDING", 0) + status.get("INTERRUPTED", 0)),
         "n_budget": int(stops.get("budget", 0)),
         "n_early_stopping": int(stops.get("early_stopping", 0)),
         "n_asha": int(stops.get("asha", 0)),

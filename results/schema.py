@@ -51,7 +51,7 @@ TRIALS = pa.schema(
         pa.field("trial_id", pa.string()),
         # Hash of every hyperparameter but the seed: trials sharing it repeat one configuration.
         pa.field("config_key", pa.string()),
-        pa.field("status", pa.string()),  # TERMINATED | ERROR | PENDING
+        pa.field("status", pa.string()),  # TERMINATED | ERROR | INTERRUPTED | PENDING
         # budget | early_stopping | asha | error | interrupted
         pa.field("stop_reason", pa.string()),
         pa.field("error", pa.string()),

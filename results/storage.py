@@ -145,6 +145,43 @@ def write_study_file(study_dir: str, info: dict[str, Any]) -> str:
     return target
 
 
+class AlreadyClaimed(FileExistsError):
+    """Another study already holds this study directory."""
+
+
+def claim_study_file(study_dir: str, info: dict[str, Any]) -> str:
+    """Write ``study.json`` only if there is none: the atomic claim of a study directory.
+
+    Locally the file is written beside its target and hard-linked into place, which fails if
+    the target exists, so of two studies started at once under one name exactly one wins, and
+    no reader sees a half-written file. Object stores offer no create-if-absent through
+    pyarrow: there the claim checks first and then writes, so two starts within the same
+    second can both pass (use distinct --name values for concurrent submissions there).
+    AlreadyClaimed when the directory is taken.
+    """
+    target = join(study_dir, STUDY_FILE)
+    data = json.dumps(info, indent=1).encode()
+    fs, local = filesystem(target)
+    if not isinstance(fs, pafs.LocalFileSystem):
+        if is_file(target):
+            raise AlreadyClaimed(target)
+        write_bytes(target, data)
+        return target
+    os.makedirs(os.path.dirname(local), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{STUDY_FILE}-", suffix=".tmp",
+                               dir=os.path.dirname(local))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        try:
+            os.link(tmp, local)
+        except FileExistsError:
+            raise AlreadyClaimed(target) from None
+    finally:
+        os.unlink(tmp)
+    return target
+
+
 def relative_to(fs_path: str, study_dir: str) -> str | None:
     """``fs_path`` (a path as the study directory's filesystem names it, such as a Tune
     checkpoint's ``path``) relative to the study directory, or None when it is not inside."""

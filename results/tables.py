@@ -304,7 +304,9 @@ def trial_rows(
         row["status"], row["stop_reason"] = "ERROR", "error"
         row["error"] = error
     else:
-        row["status"] = "TERMINATED" if finished or reached else "PENDING"
+        # Cut short by an interrupted study: INTERRUPTED once it had trained, else PENDING.
+        row["status"] = ("TERMINATED" if finished or reached else
+                         "INTERRUPTED" if len(epochs) else "PENDING")
         # Neither its budget nor patience ended it, so the scheduler did.
         row["stop_reason"] = reason or ("asha" if finished else "interrupted")
     return {k: _clean(v) for k, v in row.items()}, epochs
@@ -329,6 +331,7 @@ class TrialOutcome:
     error: str | None
     checkpoint_dir: str | None  # the trial's last checkpoint folder (model, best test scores)
     checkpoint_fs: pafs.FileSystem | None = None  # where checkpoint_dir lives; None = local/URI
+    finished: bool = True  # False: the study was interrupted while this trial ran
 
     def checkpoint_column(self, study_dir: str) -> str | None:
         """The checkpoint folder as the trials table records it: relative to the study
@@ -419,7 +422,8 @@ def write_study_tables(
         served = served_trials(o.trial_id, o.config)
         checkpoint = o.checkpoint_column(study_dir)
         for budget, tid in served.items():
-            row, epochs = trial_rows(study, tid, o.config, o.history, o.error, budget=budget)
+            row, epochs = trial_rows(study, tid, o.config, o.history, o.error, o.finished,
+                                     budget=budget)
             rows.append(({**row, "checkpoint": checkpoint}, epochs))
         state = o.read_checkpoint()
         if state is not None:

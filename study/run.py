@@ -18,6 +18,7 @@ import argparse
 import dataclasses
 import datetime as dt
 import json
+import logging
 import os
 import platform
 import shlex
@@ -27,7 +28,7 @@ from typing import Any
 
 from results import storage
 from search_spaces import SPACES, Space, get_space
-from study.cli import StudyError, parse_overrides, resolve_data, run_command
+from study.cli import StudyError, add_trust_arg, parse_overrides, resolve_data, run_command
 from study.storage_guard import (
     STORAGE_EXIT,
     StorageFailure,
@@ -63,6 +64,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--name", help="study name (default: <space>-<timestamp>)")
     p.add_argument("--resume", action="store_true",
                    help="resume the study --name: finish unfinished trials, keep finished ones")
+    p.add_argument("--restart-errored", action="store_true",
+                   help="with --resume: run the trials that ended in ERROR again, from their "
+                   "first epoch (finished trials are kept)")
     p.add_argument("--address", help="join a running Ray cluster (e.g. 'auto' or host:6379)")
     p.add_argument("--cpus-per-trial", type=float, default=1.0)
     p.add_argument("--gpus-per-trial", type=float,
@@ -81,9 +85,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dry-run", action="store_true",
                    help="print the trials, ASHA rungs and resources; run nothing")
     p.add_argument("--quiet", action="store_true", help="less progress output")
+    add_trust_arg(p)
     args = p.parse_args(argv)
     if not args.list_spaces and not args.space:
         p.error("--space is required; known spaces: " + ", ".join(SPACES.names()))
+    if args.restart_errored and not args.resume:
+        p.error("--restart-errored reruns the failed trials of a study: use it with --resume")
     if args.resume and not args.name:
         p.error("--resume needs --name of the study to resume (a folder under --storage)")
     for flag in ("cpus_per_trial", "gpus_per_trial"):
@@ -114,6 +121,35 @@ def resources_for(args: argparse.Namespace, gpus_in_cluster: float) -> Any:
         return tune.PlacementGroupFactory([{"CPU": args.cpus_per_trial, "GPU": gpu}])
 
     return per_trial
+
+
+def check_resources(args: argparse.Namespace, space: Space, gpus_in_cluster: float,
+                    autoscaled: bool) -> None:
+    """Refuse per-trial resources that no node of the cluster can ever offer (a trial's
+    request must fit on one node), instead of waiting forever; with a cluster that may
+    autoscale (``--address``), say that the study waits for a node that fits."""
+    import ray
+
+    from trainables.models import model_spec
+
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    most_cpu = max((n.get("CPU", 0.0) for n in nodes), default=0.0)
+    most_gpu = max((n.get("GPU", 0.0) for n in nodes), default=0.0)
+    for model in space.models():
+        gpu = args.gpus_per_trial
+        if gpu is None:
+            gpu = model_spec(model).gpu_fraction if gpus_in_cluster > 0 else 0.0
+        if args.cpus_per_trial <= most_cpu and gpu <= most_gpu:
+            continue
+        need = (f"a {model} trial asks for {args.cpus_per_trial:g} CPU and {gpu:g} GPU, but "
+                f"the largest node of this cluster has {most_cpu:g} CPU and {most_gpu:g} GPU")
+        if not autoscaled:
+            raise StudyError(f"{need}, so no trial could ever start; lower --cpus-per-trial or "
+                             "--gpus-per-trial, or join a cluster that has such nodes with "
+                             "--address")
+        print(f"notice: {need}; the study waits until the cluster's autoscaler adds a node "
+              "that fits (if it has none, stop it with Ctrl-C and lower the request)")
+        return
 
 
 def describe_plan(space: Space, args: argparse.Namespace) -> str:
@@ -172,6 +208,8 @@ def resume_command(args: argparse.Namespace, name: str) -> str:
         cmd += ["--cpus-per-trial", f"{args.cpus_per_trial:g}"]
     if args.gpus_per_trial is not None:
         cmd += ["--gpus-per-trial", f"{args.gpus_per_trial:g}"]
+    if getattr(args, "trust_checkpoints", False):
+        cmd.append("--trust-checkpoints")
     if args.seed:
         cmd += ["--seed", str(args.seed)]
     for pair in args.set:
@@ -179,15 +217,30 @@ def resume_command(args: argparse.Namespace, name: str) -> str:
     return shlex.join([*cmd, "--resume"])
 
 
-def write_study_file(path: str, info: dict[str, Any]) -> None:
+def claim_study(path: str, name: str, info: dict[str, Any]) -> None:
+    """Create the study directory's ``study.json``, or fail if another study holds it."""
     try:
-        storage.write_study_file(path, info)
+        storage.claim_study_file(path, info)
+    except storage.AlreadyClaimed:
+        raise StudyError(f"a study named {name!r} already exists at {path} (started just now "
+                         "by another command, or earlier); pass --resume to continue it, or "
+                         "choose another --name") from None
     except OSError as exc:
         raise StudyError(f"cannot write the study directory {path} ({type(exc).__name__}: "
                          f"{exc}); check --storage and that it is writable") from None
 
 
-def check_resumable(info: dict[str, Any] | None, path: str, data: ImageSet) -> None:
+def study_record(name: str, space: Space, overrides: dict[str, Any], seed: int,
+                 data: ImageSet) -> dict[str, Any]:
+    """What ``study.json`` records of a study: enough to refuse a resume that differs."""
+    return {"format": STUDY_FORMAT, "schema_version": _schema_version(), "name": name,
+            "space": json.loads(space.to_json()), "overrides": overrides, "seed": seed,
+            "data_fingerprint": data.fingerprint, "data_source": data.source,
+            "data_report": data.report, "created": dt.datetime.now().isoformat(),
+            "versions": _versions()}
+
+
+def check_resumable(info: dict[str, Any] | None, path: str, wanted: dict[str, Any]) -> None:
     from results.schema import SCHEMA_VERSION
 
     if info is None:
@@ -200,9 +253,35 @@ def check_resumable(info: dict[str, Any] | None, path: str, data: ImageSet) -> N
             f"result schema v{info.get('schema_version')}; this version writes format "
             f"{STUDY_FORMAT}, schema v{SCHEMA_VERSION}). Resume it with the version that "
             "started it, or start a new study under another --name")
-    if info.get("data_fingerprint") != data.fingerprint:
-        raise StudyError(f"{path} was started on other data ({info.get('data_source')}); "
-                         "pass the same --data to resume it")
+    differences = resume_differences(info, wanted)
+    if differences:
+        raise StudyError(f"{path} was started with other settings: " + "; ".join(differences)
+                         + ". Resume it with the command it was started with, or start a new "
+                         "study under another --name")
+
+
+def resume_differences(info: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
+    """What a resume asks for that the study at hand was not started with."""
+    out = []
+    if info.get("name") != wanted["name"]:
+        out.append(f"it is the study {info.get('name')!r}, copied or moved to a folder named "
+                   f"{wanted['name']!r} (resuming it there would leave its rows under two "
+                   "names); resume it under its own name, or start afresh")
+    if info.get("data_fingerprint") != wanted["data_fingerprint"]:
+        out.append(f"other data (it used {info.get('data_source')}, fingerprint "
+                   f"{info.get('data_fingerprint')}); pass the same --data (and --image-size, "
+                   "--skip-bad, --subset)")
+    if info.get("space") != wanted["space"]:
+        before = (info.get("space") or {}).get("name")
+        out.append(f"another space (it used {before!r}"
+                   + (", with other values" if before == wanted["space"].get("name") else "")
+                   + "); pass the same --space and --samples")
+    if (info.get("overrides") or {}) != wanted["overrides"]:
+        out.append(f"other --set values (it used {info.get('overrides') or {}}, not "
+                   f"{wanted['overrides']})")
+    if info.get("seed") != wanted["seed"]:
+        out.append(f"another --seed (it used {info.get('seed')}, not {wanted['seed']})")
+    return out
 
 
 def run(args: argparse.Namespace) -> int:
@@ -215,6 +294,7 @@ def run(args: argparse.Namespace) -> int:
 
     from results.tables import write_study_tables
     from search_spaces.tuning import to_tune
+    from study.interrupt import INTERRUPTED_EXIT, InterruptLedger
     from study.outcomes import outcome_from_result
     from trainables.tune_adapter import trainable
 
@@ -233,8 +313,9 @@ def run(args: argparse.Namespace) -> int:
     name = args.name or f"{space.name}-{dt.datetime.now():%Y%m%d-%H%M%S}"
     path = study_path(args.storage, name)
     info = storage.read_study_file(path)
+    record = study_record(name, space, overrides, args.seed, data)
     if args.resume:
-        check_resumable(info, path, data)
+        check_resumable(info, path, record)
     elif info is not None:
         raise StudyError(f"a study named {name!r} already exists at {path}; pass --resume to "
                          "continue it, or choose another --name")
@@ -247,9 +328,13 @@ def run(args: argparse.Namespace) -> int:
     try:
         setup = to_tune(space, seed=args.seed, fold=not args.no_fold)
         gpus = float(ray.cluster_resources().get("GPU", 0))
+        # A local Ray has no autoscaler; a cluster joined with --address may have one.
+        check_resources(args, space, gpus, autoscaled=bool(args.address))
         # The data set enters the object store once; every trial on a node maps that one copy.
         fn = tune.with_resources(tune.with_parameters(trainable, data=data),
                                  resources_for(args, gpus))
+        ledger = InterruptLedger()
+        hide_tune_restore_hint()
         run_config = tune.RunConfig(
             name=name,
             storage_path=storage.normalise(args.storage),
@@ -264,7 +349,7 @@ def run(args: argparse.Namespace) -> int:
                 max_report_frequency=30, sort_by_metric=True,
             ),
             verbose=0 if args.quiet else 1,
-            callbacks=[storage_guard(path)],
+            callbacks=[storage_guard(path), ledger],
         )
         if args.resume:
             try:
@@ -275,15 +360,10 @@ def run(args: argparse.Namespace) -> int:
             if rescued:
                 print(f"restored the experiment state kept in {rescued} when the storage failed")
             tuner = tune.Tuner.restore(path, trainable=fn, resume_unfinished=True,
-                                       resume_errored=False)
+                                       resume_errored=False,
+                                       restart_errored=args.restart_errored)
         else:
-            write_study_file(path, {
-                "format": STUDY_FORMAT, "schema_version": _schema_version(), "name": name,
-                "space": json.loads(space.to_json()), "overrides": overrides, "seed": args.seed,
-                "data_fingerprint": data.fingerprint, "data_source": data.source,
-                "data_report": data.report, "created": dt.datetime.now().isoformat(),
-                "versions": _versions(),
-            })
+            claim_study(path, name, record)
             tuner = tune.Tuner(
                 fn,
                 param_space=setup.param_space,
@@ -302,6 +382,9 @@ def run(args: argparse.Namespace) -> int:
             grid = tuner.fit()
             wall = time.perf_counter() - t0
             outcomes = [outcome_from_result(r) for r in grid]
+            if ledger.interrupted:  # trials Tune stopped at Ctrl-C did not finish
+                for o in outcomes:
+                    o.finished = o.trial_id in ledger.finished
             trials, paths = write_study_tables(path, name, outcomes)
         except Exception as exc:
             # A storage failure surfaces as whatever Tune or pyarrow made of it; name it.
@@ -316,8 +399,33 @@ def run(args: argparse.Namespace) -> int:
         if started_ray:
             ray.shutdown()
     print_summary(trials, space, wall)
+    if (trials["status"] == "ERROR").any():
+        print("to run the failed trials again from their first epoch:\n  "
+              + resume_command(args, name) + " --restart-errored")
     print("tables:\n  " + "\n  ".join(paths))
+    if ledger.interrupted:
+        unfinished = int(trials["status"].isin(["INTERRUPTED", "PENDING"]).sum())
+        unstarted = max(0, space.run_count(fold=not args.no_fold) - len(outcomes))
+        print(f"error: the study was interrupted (Ctrl-C): {unfinished} trial(s) did not "
+              f"finish (status INTERRUPTED) and {unstarted} run(s) never started; the tables "
+              "hold what had finished. Continue it with:\n  " + resume_command(args, name),
+              file=sys.stderr)
+        return INTERRUPTED_EXIT
     return 0
+
+
+class _NoTuneRestoreHint(logging.Filter):
+    """Drops Tune's "Resume experiment with: Tuner.restore(...)": this project's own resume
+    command is printed instead (``resume_command``)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Tuner.restore" not in record.getMessage()
+
+
+def hide_tune_restore_hint() -> None:
+    logger = logging.getLogger("ray.tune.tune")
+    if not any(isinstance(f, _NoTuneRestoreHint) for f in logger.filters):
+        logger.addFilter(_NoTuneRestoreHint())
 
 
 def _schema_version() -> int:

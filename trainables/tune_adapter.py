@@ -37,6 +37,20 @@ def trial_device() -> str:
     return "cpu"
 
 
+def resumable_state(checkpoint: tune.Checkpoint) -> dict[str, Any] | None:
+    """The state to resume from, or None when the checkpoint is gone or unreadable (deleted
+    from the storage, truncated, or not in the safe format): the trial then starts afresh,
+    which loses time but no result, instead of failing on every retry and resume."""
+    try:
+        with checkpoint.as_directory() as folder:
+            return load_state(os.path.join(folder, CHECKPOINT_FILE))
+    except Exception as exc:  # any unreadable checkpoint: say which, then start afresh
+        warnings.warn(f"cannot read the checkpoint {checkpoint.path}/{CHECKPOINT_FILE} "
+                      f"({type(exc).__name__}: {exc}); the trial starts again from epoch 1",
+                      stacklevel=2)
+        return None
+
+
 def trainable(config: dict[str, Any], data: ImageSet) -> None:
     """Tune function trainable; ``data`` arrives once per node through ``tune.with_parameters``."""
     logging.getLogger("ray").setLevel(logging.WARNING)  # not a line per saved checkpoint
@@ -50,9 +64,10 @@ def trainable(config: dict[str, Any], data: ImageSet) -> None:
     restarts = 0
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
-        with checkpoint.as_directory() as folder:
-            resume = load_state(os.path.join(folder, CHECKPOINT_FILE))
-        restarts = resume.get("restarts", 0) + 1  # after a crash, a lost node or a resume
+        resume = resumable_state(checkpoint)
+        # After a crash, a lost node or a resume; a checkpoint that could not be read
+        # restarts the trial from its first epoch, and counts as a restart too.
+        restarts = (resume or {}).get("restarts", 0) + 1
     # A folded run (trainables.folding) also serves the smaller budgets of its configuration.
     budgets = BudgetRecords(budgets_of(config), resume)
     # The Ray node of every epoch: host names repeat where several Ray nodes share a host
