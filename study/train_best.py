@@ -30,7 +30,7 @@ from typing import Any
 import pandas as pd
 
 from results.schema import HYPERPARAMETER_NAMES
-from results.tables import replace_atomically
+from results.storage import replace_atomically
 from search_spaces import SpaceError, get_space
 from study.cli import USER_ERRORS, parse_overrides, resolve_data
 from study.trials import best_trial, trials_table
