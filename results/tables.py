@@ -332,6 +332,7 @@ class TrialOutcome:
     checkpoint_dir: str | None  # the trial's last checkpoint folder (model, best test scores)
     checkpoint_fs: pafs.FileSystem | None = None  # where checkpoint_dir lives; None = local/URI
     finished: bool = True  # False: the study was interrupted while this trial ran
+    unreadable: str | None = None  # set by read_checkpoint: the checkpoint file it could not read
 
     def checkpoint_column(self, study_dir: str) -> str | None:
         """The checkpoint folder as the trials table records it: relative to the study
@@ -348,6 +349,7 @@ class TrialOutcome:
             return read_checkpoint(self.checkpoint_dir, self.checkpoint_fs)
         except Exception as exc:  # any unreadable checkpoint: warn, go on
             path = self.checkpoint_dir.rstrip("/") + "/" + storage.CHECKPOINT_FILE
+            self.unreadable = path
             warnings.warn(f"trial {self.trial_id}: cannot read its checkpoint {path} "
                           f"({type(exc).__name__}: {exc}); it gets no predictions rows",
                           stacklevel=2)

@@ -41,6 +41,7 @@ from study.storage_guard import (
     storage_problem,
 )
 from trainables.data import ImageSet, describe, sample_subset
+from trainables.folding import split_trial_id
 
 STUDY_FORMAT = 1  # layout of study.json and of the study directory
 
@@ -190,8 +191,9 @@ def _versions() -> dict[str, str]:
             "torch": torch.__version__, "platform": platform.platform()}
 
 
-def resume_command(args: argparse.Namespace, name: str) -> str:
-    """The command line that resumes this study (same data, storage, name and resources)."""
+def study_command(args: argparse.Namespace, name: str, sets: list[str] | None = None) -> list[str]:
+    """The command line of this study (same space, data, storage and resources) as a list,
+    under ``name``, with ``sets`` as its --set values (default: this study's)."""
     cmd = ["python", "-m", "study.run", "--space", args.space]
     if args.data:
         cmd += ["--data", args.data]
@@ -210,11 +212,30 @@ def resume_command(args: argparse.Namespace, name: str) -> str:
         cmd += ["--gpus-per-trial", f"{args.gpus_per_trial:g}"]
     if getattr(args, "trust_checkpoints", False):
         cmd.append("--trust-checkpoints")
+    if getattr(args, "samples", None) is not None:
+        cmd += ["--samples", str(args.samples)]
+    if getattr(args, "no_fold", False):
+        cmd.append("--no-fold")
     if args.seed:
         cmd += ["--seed", str(args.seed)]
-    for pair in args.set:
+    for pair in args.set if sets is None else sets:
         cmd += ["--set", pair]
-    return shlex.join([*cmd, "--resume"])
+    return cmd
+
+
+def resume_command(args: argparse.Namespace, name: str) -> str:
+    """The command line that resumes this study (same data, storage, name and resources)."""
+    return shlex.join([*study_command(args, name), "--resume"])
+
+
+def rerun_command(args: argparse.Namespace, name: str, space: Space, row: Any) -> str:
+    """A new study of exactly one trial of this one: its varied hyperparameters fixed."""
+    pairs = dict(p.partition("=")[::2] for p in args.set)
+    for key in space.params:
+        value = row.get(key)
+        pairs[key] = json.dumps(value.item() if hasattr(value, "item") else value)
+    sets = [f"{k}={v}" for k, v in pairs.items()]
+    return shlex.join(study_command(args, f"{name}-rerun-{row['trial_id']}", sets))
 
 
 def claim_study(path: str, name: str, info: dict[str, Any]) -> None:
@@ -399,6 +420,15 @@ def run(args: argparse.Namespace) -> int:
         if started_ray:
             ray.shutdown()
     print_summary(trials, space, wall)
+    lost = {o.trial_id: o.unreadable for o in outcomes if o.unreadable}
+    if lost:
+        print(f"warning: {len(lost)} trial(s) lost their checkpoint (deleted or unreadable): "
+              "their metrics are kept, their predictions and weights are gone. The files:\n  "
+              + "\n  ".join(lost.values()) + "\nRun exactly those trials again as new "
+              "studies (results.load merges them with this one):", file=sys.stderr)
+        served = [split_trial_id(t)[0] in lost for t in trials["trial_id"]]
+        for _, row in trials[served].iterrows():
+            print("  " + rerun_command(args, name, space, row), file=sys.stderr)
     if (trials["status"] == "ERROR").any():
         print("to run the failed trials again from their first epoch:\n  "
               + resume_command(args, name) + " --restart-errored")

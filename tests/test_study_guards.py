@@ -157,3 +157,30 @@ def test_restart_errored_needs_resume(capsys: pytest.CaptureFixture[str]) -> Non
     with pytest.raises(SystemExit):
         main(["--space", "quickstart", "--restart-errored"])
     assert "use it with --resume" in capsys.readouterr().err
+
+
+def test_a_finished_trial_whose_checkpoint_was_deleted_is_named_with_a_rerun_command(
+        study_copy: Path, tiny_data: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import shlex
+
+    import results
+    from study.trials import resolve_trials, trial_checkpoint
+
+    args = ["--space", "quickstart", "--data", str(tiny_data), "--storage",
+            str(study_copy.parent), "--set", "epochs=3", "--set", "image_size=16", "--quiet"]
+    (ref,) = resolve_trials(str(study_copy), ["best"])
+    lost = Path(trial_checkpoint(ref)).parent
+    for folder in lost.glob("checkpoint_*"):
+        shutil.rmtree(folder)
+    assert main([*args, "--name", "tiny", "--resume"]) == 0
+    err = capsys.readouterr().err
+    assert "lost their checkpoint" in err and str(lost) in err
+    reruns = [line.strip() for line in err.splitlines() if f"-rerun-{ref.trial_id}" in line]
+    assert reruns, err
+    command = shlex.split(reruns[0])
+    assert command[:3] == ["python", "-m", "study.run"]
+    assert main(command[3:]) == 0
+    again = results.load(study_copy.parent / f"tiny-rerun-{ref.trial_id}")
+    (row,) = again["trials"].to_dict("records")
+    assert row["config_key"] == ref.row["config_key"] and row["status"] == "TERMINATED"
+    assert len(again["predictions"]) == ref.row["n_test"]
