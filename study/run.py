@@ -6,6 +6,8 @@ Usage:
     python -m study.run --space cifake_grid --data archive.zip --dry-run
     python -m study.run --space cifake_grid --data archive.zip --name grid1 --storage s3://b/studies
     python -m study.run --space cifake_grid --name grid1 --resume ...   # after a crash or Ctrl-C
+    python -m study.run --space my_space.yaml --dry-run         # a space of your own
+    python -m study.run --space cifake_grid --export my_space.yaml   # a file to start from
 
 Exit codes: 0 the study ran (crashed trials are ERROR rows); 2 it cannot start or resume (bad
 input, named in the message); 3 its storage failed mid-study (the message gives the command that
@@ -28,6 +30,7 @@ from typing import Any
 
 from results import storage
 from search_spaces import SPACES, Space, get_space
+from search_spaces.files import load_space_file, resolve_space, write_space_file
 from study.cli import StudyError, add_trust_arg, parse_overrides, resolve_data, run_command
 from study.storage_guard import (
     STORAGE_EXIT,
@@ -49,8 +52,12 @@ STUDY_FORMAT = 1  # layout of study.json and of the study directory
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m study.run", description=__doc__.split("\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--space", help="named search space (see --list-spaces)")
-    p.add_argument("--list-spaces", action="store_true", help="list the named spaces and exit")
+    p.add_argument("--space", help="a built-in search space (see --list-spaces) or a .yaml/"
+                   ".json space file")
+    p.add_argument("--list-spaces", nargs="*", metavar="FILE",
+                   help="list the built-in spaces (and these space files) and exit")
+    p.add_argument("--export", metavar="FILE",
+                   help="write --space as a .yaml/.json space file to edit, and exit")
     p.add_argument("--data", help="folder or .zip (CIFAKE, tiny-GenImage or <class>/ layout), "
                    "or 'sample' for the embedded data (the default)")
     p.add_argument("--image-size", type=int, help="resize images to this size at ingest")
@@ -88,7 +95,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quiet", action="store_true", help="less progress output")
     add_trust_arg(p)
     args = p.parse_args(argv)
-    if not args.list_spaces and not args.space:
+    if args.list_spaces is None and not args.space:
         p.error("--space is required; known spaces: " + ", ".join(SPACES.names()))
     if args.restart_errored and not args.resume:
         p.error("--restart-errored reruns the failed trials of a study: use it with --resume")
@@ -320,7 +327,11 @@ def run(args: argparse.Namespace) -> int:
     from trainables.tune_adapter import trainable
 
     overrides = parse_overrides(args.set)
-    space = get_space(args.space).with_overrides(overrides)
+    if args.export:
+        path = write_space_file(resolve_space(args.space), args.export)
+        print(f"wrote {path}; edit it, then run it with --space {path}")
+        return 0
+    space = resolve_space(args.space).with_overrides(overrides)
     if args.samples is not None:
         space = dataclasses.replace(space, num_samples=args.samples).validate()
     if args.dry_run:
@@ -483,15 +494,21 @@ def print_summary(trials: Any, space: Space, wall: float) -> None:
         print(f"trial {row['trial_id']} failed: {row['error'].splitlines()[0]}")
 
 
-def list_spaces() -> int:
+def list_spaces(files: list[str]) -> int:
     for name in SPACES.names():
         space = get_space(name)
         print(f"{name:22s} {space.trial_count():5d} trials  {space.description}")
+    for path in files:
+        space = load_space_file(path)
+        print(f"{space.name:22s} {space.trial_count():5d} trials  {space.description} "
+              f"({path})")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_command(parse_args, lambda args: list_spaces() if args.list_spaces else run(args),
+    return run_command(parse_args, lambda args: (list_spaces(args.list_spaces)
+                                                 if args.list_spaces is not None
+                                                 else run(args)),
                        argv, exits={StorageFailure: STORAGE_EXIT})
 
 

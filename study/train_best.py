@@ -31,7 +31,8 @@ import pandas as pd
 
 from results.schema import HYPERPARAMETER_NAMES
 from results.storage import replace_atomically
-from search_spaces import SpaceError, get_space
+from search_spaces import SpaceError
+from search_spaces.files import resolve_space
 from study.cli import USER_ERRORS, parse_overrides, resolve_data
 from study.trials import best_trial, trials_table
 from trainables.config import ConfigError, TrainConfig
@@ -64,7 +65,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def chosen_config(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
     """(configuration, where it came from) before overrides."""
     if args.space:
-        space = get_space(args.space)
+        space = resolve_space(args.space)
         return space.chosen_config(), f"space {space.name} (chosen configuration)"
     row = best_trial(trials_table(args.study))
     config = {k: row[k].item() if hasattr(row[k], "item") else row[k]
