@@ -26,13 +26,29 @@ _DONE = ("TERMINATED", "ERROR")
 
 
 class InterruptLedger(tune.Callback):
+    """``InterruptLedger.current()`` is the ledger of this process's study: the one created
+    for a new study, or, after ``Tuner.restore`` (which reuses the callbacks saved with the
+    experiment), the one unpickled from it."""
+
+    _current: InterruptLedger | None = None
+
     def __init__(self) -> None:
         self.interrupted = False
         self.finished: set[str] = set()
         self._wrapped = False
+        InterruptLedger._current = self
 
     def __getstate__(self) -> dict[str, Any]:  # Tune saves its callbacks with the experiment
         return {**self.__dict__, "_wrapped": False}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # A resumed study starts afresh: nothing is interrupted or finished in this run yet.
+        self.__dict__.update({**state, "interrupted": False, "finished": set()})
+        InterruptLedger._current = self
+
+    @classmethod
+    def current(cls) -> InterruptLedger:
+        return cls._current or cls()
 
     def _wrap_sigint(self) -> None:
         tune_handler = signal.getsignal(signal.SIGINT)

@@ -414,6 +414,7 @@ def run(args: argparse.Namespace) -> int:
             grid = tuner.fit()
             wall = time.perf_counter() - t0
             outcomes = [outcome_from_result(r) for r in grid]
+            ledger = InterruptLedger.current()  # a resumed study's is the restored one
             if ledger.interrupted:  # trials Tune stopped at Ctrl-C did not finish
                 for o in outcomes:
                     o.finished = o.trial_id in ledger.finished
