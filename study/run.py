@@ -90,6 +90,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-fold", action="store_true",
                    help="run every epoch budget of a grid separately, instead of one run per "
                    "configuration serving each of its budgets (the default where exact)")
+    p.add_argument("--optuna-storage", metavar="LOCATION",
+                   help="where the live Optuna mirror of the study goes, for optuna-dashboard: "
+                   "a journal file or a database URL (default: <study dir>/optuna.log)")
+    p.add_argument("--no-optuna", action="store_true",
+                   help="do not mirror the study into an Optuna study")
     p.add_argument("--dry-run", action="store_true",
                    help="print the trials, ASHA rungs and resources; run nothing")
     p.add_argument("--quiet", action="store_true", help="less progress output")
@@ -223,6 +228,10 @@ def study_command(args: argparse.Namespace, name: str, sets: list[str] | None = 
         cmd += ["--samples", str(args.samples)]
     if getattr(args, "no_fold", False):
         cmd.append("--no-fold")
+    if getattr(args, "optuna_storage", None):
+        cmd += ["--optuna-storage", args.optuna_storage]
+    if getattr(args, "no_optuna", False):
+        cmd.append("--no-optuna")
     if args.seed:
         cmd += ["--seed", str(args.seed)]
     for pair in args.set if sets is None else sets:
@@ -367,6 +376,12 @@ def run(args: argparse.Namespace) -> int:
                                  resources_for(args, gpus))
         ledger = InterruptLedger()
         hide_tune_restore_hint()
+        callbacks: list[Any] = [storage_guard(path), ledger]
+        mirror_at = optuna_location(args, path)
+        if mirror_at:
+            from study.optuna_mirror import OptunaMirror
+
+            callbacks.append(OptunaMirror(mirror_at, name, space))
         run_config = tune.RunConfig(
             name=name,
             storage_path=storage.normalise(args.storage),
@@ -381,7 +396,7 @@ def run(args: argparse.Namespace) -> int:
                 max_report_frequency=30, sort_by_metric=True,
             ),
             verbose=0 if args.quiet else 1,
-            callbacks=[storage_guard(path), ledger],
+            callbacks=callbacks,
         )
         if args.resume:
             try:
@@ -468,6 +483,21 @@ def hide_tune_restore_hint() -> None:
     logger = logging.getLogger("ray.tune.tune")
     if not any(isinstance(f, _NoTuneRestoreHint) for f in logger.filters):
         logger.addFilter(_NoTuneRestoreHint())
+
+
+def optuna_location(args: argparse.Namespace, path: str) -> str | None:
+    """Where the study's live Optuna mirror goes, or None when it is not mirrored."""
+    if args.no_optuna:
+        return None
+    if args.optuna_storage:
+        return args.optuna_storage
+    if storage.is_uri(path):
+        print("notice: the study directory is remote, so its Optuna mirror is off; pass "
+              "--optuna-storage sqlite:///study.db (or a database URL) to watch it live")
+        return None
+    from study.optuna_mirror import JOURNAL_FILE
+
+    return storage.join(path, JOURNAL_FILE)
 
 
 def _schema_version() -> int:
