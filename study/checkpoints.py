@@ -33,7 +33,8 @@ from results.tables import (
     trial_checkpoint,
 )
 from trainables.config import ConfigError
-from trainables.data import DataError, ImageSet, fingerprint_of, load_dataset
+from trainables.dataset import DataError, ImageSet
+from trainables.ingest import fingerprint_of, load_dataset
 from trainables.registry import UnknownNameError
 
 

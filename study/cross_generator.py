@@ -39,8 +39,9 @@ from results.tables import write_table
 from study.checkpoints import resolve_source, run_command
 from study.run import parse_overrides
 from trainables.config import TrainConfig
-from trainables.data import DataError, ImageSet, describe, load_dataset, select_generators
+from trainables.dataset import DataError, ImageSet, describe, select_generators
 from trainables.inference import Detector
+from trainables.ingest import load_dataset
 from trainables.metrics import classification_metrics
 from trainables.robustness import jpeg
 from trainables.train import train

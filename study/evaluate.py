@@ -35,8 +35,9 @@ from study.checkpoints import (
     run_command,
     study_info,
 )
-from trainables.data import ImageSet, describe, load_dataset
+from trainables.dataset import ImageSet, describe
 from trainables.inference import Detector
+from trainables.ingest import load_dataset
 from trainables.metrics import classification_metrics
 
 

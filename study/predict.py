@@ -27,7 +27,7 @@ from study.checkpoints import (
     run_command,
     study_info,
 )
-from trainables.data import CLASS_NAMES
+from trainables.dataset import CLASS_NAMES
 from trainables.inference import Detector, list_images, read_images
 from trainables.models import model_spec
 from trainables.train import load_state

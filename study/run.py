@@ -33,7 +33,8 @@ from results.provenance import STUDY_FILE
 from results.tables import filesystem
 from search_spaces import SPACES, Space, SpaceError, get_space
 from trainables.config import ConfigError, TrainConfig
-from trainables.data import DataError, ImageSet, describe, load_dataset, sample_subset
+from trainables.dataset import DataError, ImageSet, describe, sample_subset
+from trainables.ingest import load_dataset
 from trainables.registry import UnknownNameError
 
 STUDY_FORMAT = 1  # layout of study.json and of the study directory
@@ -276,7 +277,7 @@ def resume_command(args: argparse.Namespace, name: str) -> str:
 def rescue_dir(path: str) -> Path:
     """Where this machine keeps Tune's experiment state of the study at ``path`` when its
     storage fails: a write cut short by the failure can leave the copy there unreadable."""
-    from trainables.data import cache_root
+    from trainables.ingest import cache_root
 
     return cache_root() / "rescued-state" / hashlib.sha1(path.encode()).hexdigest()[:16]
 

@@ -35,7 +35,7 @@ from search_spaces import SpaceError, get_space
 from study.checkpoints import USER_ERRORS, best_trial, trials_table
 from study.run import parse_overrides, resolve_data
 from trainables.config import ConfigError, TrainConfig
-from trainables.data import ImageSet, origin_of_test_split, sample_subset
+from trainables.dataset import ImageSet, origin_of_test_split, sample_subset
 from trainables.train import save_state, train
 
 

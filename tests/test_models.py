@@ -21,7 +21,7 @@ from torch import nn
 
 from trainables import model_zoo
 from trainables.config import TrainConfig
-from trainables.data import ImageSet
+from trainables.dataset import ImageSet
 from trainables.models import (
     MODELS,
     AnomalyDetector,

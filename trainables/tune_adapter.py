@@ -17,7 +17,7 @@ import torch
 from ray import tune
 
 from trainables.config import TrainConfig
-from trainables.data import ImageSet
+from trainables.dataset import ImageSet
 from trainables.train import BUDGET_BEST, load_state, save_state, train
 
 CHECKPOINT_FILE = "checkpoint.pt"
