@@ -30,7 +30,7 @@ from common import print_table
 from search_spaces import get_space
 from study.cli import resolve_data
 from trainables.config import TrainConfig
-from trainables.data import sample_subset
+from trainables.dataset import sample_subset
 from trainables.train import train
 
 BASELINE = {"model": "purba_cnn3", "optimizer": "adam", "lr": 1e-3, "batch_size": 32}

@@ -25,7 +25,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import median_seconds, print_table
 
-from trainables.data import load_dataset
+from trainables.ingest import load_dataset
 
 DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifake-train.zip"
 

@@ -26,7 +26,7 @@ os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_
 import ray
 from ray import tune
 
-from trainables.data import load_dataset
+from trainables.ingest import load_dataset
 from trainables.sample import build_sample
 from trainables.tune_adapter import trainable
 

@@ -26,7 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import print_table
 
 from trainables.config import TrainConfig
-from trainables.data import load_dataset, subset
+from trainables.dataset import subset
+from trainables.ingest import load_dataset
 from trainables.models import IMAGENET_MEAN, IMAGENET_STD, create_model, model_spec
 from trainables.sample import build_sample
 from trainables.train import _Run

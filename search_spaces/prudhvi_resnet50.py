@@ -31,7 +31,7 @@ Judgement calls, with the paper's evidence:
 from __future__ import annotations
 
 from search_spaces.base import Space
-from trainables.data import HOLDOUT_FRACTION
+from trainables.dataset import HOLDOUT_FRACTION
 
 TRAIN_FRACTION = 0.70  # train_size = int(len(data) * 0.7) (cell 10.3)
 # Of the pool left after the fixed hold-out (1 - 0.10): 0.70 / 0.90 = 7/9 trains, 2/9 validates.

@@ -24,7 +24,8 @@ from search_spaces import SpaceError
 from study.trials import TrialError
 from trainables.checkpoint import CheckpointError, trust_checkpoints
 from trainables.config import ConfigError, TrainConfig
-from trainables.data import DataError, ImageSet, load_dataset
+from trainables.dataset import DataError, ImageSet
+from trainables.ingest import load_dataset
 from trainables.registry import UnknownNameError
 
 USAGE_EXIT = 2  # bad input: the message says what and how to fix it

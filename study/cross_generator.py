@@ -39,8 +39,9 @@ from results.tables import write_table
 from study.cli import parse_overrides, run_command
 from study.trials import resolve_source
 from trainables.config import TrainConfig
-from trainables.data import DataError, ImageSet, describe, load_dataset, select_generators
+from trainables.dataset import DataError, ImageSet, describe, select_generators
 from trainables.inference import Detector
+from trainables.ingest import load_dataset
 from trainables.metrics import classification_metrics
 from trainables.robustness import jpeg
 from trainables.train import train

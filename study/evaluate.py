@@ -34,8 +34,9 @@ from study.trials import (
     resolve_trials,
     study_info,
 )
-from trainables.data import ImageSet, describe, load_dataset
+from trainables.dataset import ImageSet, describe
 from trainables.inference import Detector
+from trainables.ingest import load_dataset
 from trainables.metrics import classification_metrics
 
 

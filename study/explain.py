@@ -30,7 +30,7 @@ from study.trials import (
     resolve_trials,
     test_set_of,
 )
-from trainables.data import CLASS_NAMES
+from trainables.dataset import CLASS_NAMES
 from trainables.explain import TARGETS, describe_layer, grad_cam, last_conv2d, overlay
 from trainables.inference import Detector
 

@@ -21,7 +21,7 @@ import pandas as pd
 
 from study.cli import add_device_arg, run_command
 from study.trials import ingest_size, load_trial_state, resolve_trials, study_info
-from trainables.data import CLASS_NAMES
+from trainables.dataset import CLASS_NAMES
 from trainables.inference import Detector, list_images, read_images
 from trainables.models import model_spec
 from trainables.train import load_state

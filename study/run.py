@@ -43,7 +43,7 @@ from study.storage_guard import (
     storage_guard,
     storage_problem,
 )
-from trainables.data import ImageSet, describe, sample_subset
+from trainables.dataset import ImageSet, describe, sample_subset
 from trainables.folding import split_trial_id
 
 STUDY_FORMAT = 1  # layout of study.json and of the study directory

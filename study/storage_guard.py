@@ -70,7 +70,7 @@ def storage_problem(path: str, write: bool = True) -> str | None:
 def rescue_dir(path: str) -> Path:
     """Where this machine keeps Tune's experiment state of the study at ``path`` when its
     storage fails: a write cut short by the failure can leave the copy there unreadable."""
-    from trainables.data import cache_root
+    from trainables.ingest import cache_root
 
     return cache_root() / "rescued-state" / hashlib.sha1(path.encode()).hexdigest()[:16]
 

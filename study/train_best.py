@@ -36,7 +36,7 @@ from search_spaces.files import resolve_space
 from study.cli import USER_ERRORS, parse_overrides, resolve_data
 from study.trials import best_trial, trials_table
 from trainables.config import ConfigError, TrainConfig
-from trainables.data import ImageSet, origin_of_test_split, sample_subset
+from trainables.dataset import ImageSet, origin_of_test_split, sample_subset
 from trainables.train import save_state, train
 
 

@@ -22,8 +22,9 @@ import pandas as pd
 
 from results import storage
 from results.tables import checkpoint_location, read_checkpoint, read_table
-from trainables.data import ImageSet, fingerprint_of, load_dataset
+from trainables.dataset import ImageSet
 from trainables.folding import state_of_trial
+from trainables.ingest import fingerprint_of, load_dataset
 
 
 class TrialError(RuntimeError):

@@ -554,7 +554,7 @@ def measure(workdir: Path, data: Path | None) -> dict[str, Any]:
     footprint per node (with the real CIFAKE training split when it is at hand)."""
     from ray import tune
 
-    from trainables.data import load_dataset
+    from trainables.ingest import load_dataset
     from trainables.tune_adapter import trainable
 
     out: dict[str, Any] = {"cpu_cores": os.cpu_count(), "load_avg": os.getloadavg()}

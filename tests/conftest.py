@@ -70,7 +70,7 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def data(tiny_data: Path):
     """The tiny folder, ingested (an ImageSet)."""
-    from trainables.data import load_dataset
+    from trainables.ingest import load_dataset
 
     return load_dataset(tiny_data, progress=False)
 
@@ -124,7 +124,7 @@ def trained_states(tiny_data: Path) -> dict:
     that is right to start with; vae_detector is the anomaly detector.
     """
     from trainables.config import TrainConfig
-    from trainables.data import load_dataset
+    from trainables.ingest import load_dataset
     from trainables.train import train
 
     data = load_dataset(tiny_data, progress=False)

@@ -42,7 +42,7 @@ def cluster_data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Two CIFAKE-layout folders, ingested once here so every scenario reads the cache."""
     from conftest import write_cifake_folder
 
-    from trainables.data import load_dataset
+    from trainables.ingest import load_dataset
 
     root = tmp_path_factory.mktemp("cluster-data")
     folders = {"small": write_cifake_folder(root / "small", n_train=48),

@@ -15,7 +15,7 @@ from PIL import Image
 from results.schema import CROSS_GENERATOR, OTHER_KEYS
 from results.tables import read_table
 from study.cross_generator import JPEG_QUALITY, main, pivot, reencode
-from trainables.data import load_dataset
+from trainables.ingest import load_dataset
 from trainables.robustness import jpeg
 
 

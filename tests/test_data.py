@@ -12,14 +12,8 @@ import pytest
 from conftest import generated_image, smooth_image, write_cifake_folder
 from PIL import Image
 
-from trainables.data import (
-    DataError,
-    describe,
-    fingerprint_of,
-    load_dataset,
-    make_splits,
-    select_generators,
-)
+from trainables.dataset import DataError, describe, make_splits, select_generators
+from trainables.ingest import fingerprint_of, load_dataset
 
 
 def zip_folder(folder: Path, target: Path, wrap: str = "") -> Path:

@@ -18,7 +18,7 @@ from torch import nn
 from study.explain import main
 from study.trials import best_trial
 from trainables.config import TrainConfig
-from trainables.data import ImageSet
+from trainables.dataset import ImageSet
 from trainables.explain import grad_cam, last_conv2d, overlay
 from trainables.inference import Detector
 from trainables.models import MODELS, create_model

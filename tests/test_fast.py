@@ -16,9 +16,10 @@ from study.predict import main as predict_main
 from study.run import main as run_main
 from study.train_best import main as train_best_main
 from trainables.config import ConfigError, TrainConfig
-from trainables.data import load_dataset, make_splits, origin_of_test_split, sample_subset
+from trainables.dataset import make_splits, origin_of_test_split, sample_subset
 from trainables.fast import CifakeFast
 from trainables.inference import Detector
+from trainables.ingest import load_dataset
 from trainables.loader import random_flip, random_translate
 from trainables.train import _OneCycle, classify, load_state, save_state, train
 

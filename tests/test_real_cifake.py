@@ -9,7 +9,7 @@ import pytest
 from conftest import CIFAKE_ZIP
 
 from trainables.config import TrainConfig
-from trainables.data import load_dataset
+from trainables.ingest import load_dataset
 from trainables.train import train
 
 pytestmark = pytest.mark.skipif(

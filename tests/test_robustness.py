@@ -18,8 +18,8 @@ import results
 from study.robustness import main
 from study.trials import best_trial
 from trainables import robustness as rb
-from trainables.data import load_dataset
 from trainables.inference import Detector
+from trainables.ingest import load_dataset
 
 
 @pytest.fixture(scope="module")

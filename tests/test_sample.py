@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from trainables.config import TrainConfig
-from trainables.data import load_dataset
+from trainables.ingest import load_dataset
 from trainables.sample import build_sample
 from trainables.train import train
 

@@ -106,7 +106,7 @@ def test_iacob_genimage_pretrains_only_the_imagenet_models() -> None:
 
 
 def test_prudhvi_split_ratio_makes_70_20_10_with_the_fixed_hold_out() -> None:
-    from trainables.data import HOLDOUT_FRACTION
+    from trainables.dataset import HOLDOUT_FRACTION
 
     (c,) = _configs("prudhvi_resnet50")
     pool = 1.0 - HOLDOUT_FRACTION  # 0.90 of all images remain after the 10 % test hold-out

@@ -160,6 +160,20 @@ def test_a_trial_process_does_not_import_scikit_learn() -> None:
     assert out.stdout.strip() == "False"
 
 
+def test_a_trial_process_does_not_import_the_ingest() -> None:
+    # A trial gets a decoded ImageSet (trainables.dataset); zip reading, layout detection,
+    # decoders and the cache (trainables.ingest) belong to the driver, not to every Ray worker.
+    import subprocess
+    import sys
+
+    ingest = ("trainables.ingest", "trainables.layouts", "trainables.images")
+    code = ("import sys, trainables.train, trainables.dataset; "
+            f"print(sorted(m for m in {ingest!r} if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parents[1], check=True)
+    assert out.stdout.strip() == "[]"
+
+
 def test_trainables_never_import_ray_except_the_adapter() -> None:
     package = Path(__file__).resolve().parents[1] / "trainables"
     offenders = []

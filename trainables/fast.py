@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainables.models import register_model
+from trainables.models import declare_model
 
 WHITEN_KERNEL = 2
 WHITEN_EPS = 5e-4
@@ -86,19 +86,22 @@ class CifakeFast(nn.Module):
 
 # Widths chosen for a 2-core CPU (benchmarks/train_throughput.py prints their images/s); on a
 # GPU airbench's own (64, 256, 256) fits the same code: cifake_fast_l.
-@register_model("cifake_fast_s", resolution=32, resolutions=(32,), gpu_fraction=0.125)
+@declare_model("cifake_fast_s", resolution=32, resolutions=(32,), gpu_fraction=0.125)
 def cifake_fast_s(pretrained: bool = False) -> nn.Module:
     """cifake_fast at widths 16/32/64: the fastest variant, for CPU budgets of minutes."""
     return CifakeFast((16, 32, 64))
 
 
-@register_model("cifake_fast", resolution=32, resolutions=(32,), gpu_fraction=0.125)
+@declare_model("cifake_fast", resolution=32, resolutions=(32,), gpu_fraction=0.125)
 def cifake_fast(pretrained: bool = False) -> nn.Module:
     """Whitened-stem CNN for 32 px real-vs-fake (widths 32/64/128), airbench-style recipe."""
     return CifakeFast((32, 64, 128))
 
 
-@register_model("cifake_fast_l", resolution=32, resolutions=(32,), gpu_fraction=0.25)
+@declare_model("cifake_fast_l", resolution=32, resolutions=(32,), gpu_fraction=0.25)
 def cifake_fast_l(pretrained: bool = False) -> nn.Module:
     """cifake_fast at airbench's widths 64/256/256: for GPUs and long CPU budgets."""
     return CifakeFast((64, 256, 256))
+
+
+SPECS = (cifake_fast_s, cifake_fast, cifake_fast_l)

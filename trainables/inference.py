@@ -24,7 +24,8 @@ import torch
 from torch import nn
 
 from trainables.config import TrainConfig
-from trainables.data import IMAGE_SUFFIXES, SYSTEM_FILES, DataError, _fit
+from trainables.dataset import DataError
+from trainables.images import IMAGE_SUFFIXES, SYSTEM_FILES, fit_square
 from trainables.loader import Preprocess, to_device_uint8
 from trainables.models import AnomalyDetector, model_spec
 from trainables.train import classify, model_from_state, select_device, weights_of
@@ -144,7 +145,7 @@ def read_images(paths: Sequence[Path], size: int, skip_bad: bool = False
         try:
             with Image.open(path) as im:
                 array = np.asarray(im.convert("RGB"), dtype=np.uint8)
-            images.append(_fit(array, size))
+            images.append(fit_square(array, size))
             good.append(path)
         except Exception as exc:  # any decoder failure is a bad file, named
             bad.append((path, f"{type(exc).__name__}: {exc}"))

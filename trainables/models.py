@@ -1,5 +1,10 @@
 """The model registry: ``create_model(name)``, ``MODELS.names()``, ``model_spec(name)``.
 
+This module holds the registry and imports no model. A model module declares its factories with
+``@declare_model(...)`` and lists them in ``SPECS``; ``trainables.model_zoo.register_all`` adds
+every model module's specs, explicitly and in one place, on the registry's first lookup, so any
+entry point (the driver, a Ray worker, a test) sees every model without importing one itself.
+
 Every model returns logits of shape (N, 2) (softmax over REAL, FAKE) or (N, 1) (sigmoid of FAKE),
 whichever its paper used, so parameter counts match the papers exactly. Anomaly detectors also
 define ``loss(x, y)`` and ``score(x)`` (higher = more likely generated); see ``AnomalyDetector``.
@@ -32,10 +37,16 @@ class ModelSpec:
     description: str
 
 
-MODELS: Registry[ModelSpec] = Registry("model")
+def _register_every_model(registry: Registry[ModelSpec]) -> None:
+    from trainables.model_zoo import register_all  # late: the model modules import this one
+
+    register_all(registry)
 
 
-def register_model(
+MODELS: Registry[ModelSpec] = Registry("model", populate=_register_every_model)
+
+
+def declare_model(
     name: str,
     *,
     resolution: int = 32,
@@ -43,17 +54,26 @@ def register_model(
     normalize: str = "unit",
     gpu_fraction: float = 0.25,
     pretrained: bool = False,
-) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    def decorator(build: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+) -> Callable[[Callable[..., nn.Module]], ModelSpec]:
+    """Turn a factory ``build(pretrained) -> nn.Module`` into its ``ModelSpec`` (no registration).
+
+    The factory's first docstring line becomes the description.
+    """
+
+    def decorator(build: Callable[..., nn.Module]) -> ModelSpec:
         doc = (build.__doc__ or "").strip().splitlines()
-        MODELS.add(
-            name,
-            ModelSpec(name, build, resolution, resolutions or (resolution,), normalize,
-                      gpu_fraction, pretrained, doc[0] if doc else ""),
-        )
-        return build
+        return ModelSpec(name, build, resolution, resolutions or (resolution,), normalize,
+                         gpu_fraction, pretrained, doc[0] if doc else "")
 
     return decorator
+
+
+def register_model(spec: ModelSpec) -> ModelSpec:
+    """Add one model to ``MODELS`` (a duplicate name is an error)."""
+    MODELS.add(spec.name, spec)
+    return spec
+
+
 
 
 def model_spec(name: str) -> ModelSpec:
@@ -101,53 +121,3 @@ def load_imagenet_weights(weights_enum: object) -> object:
                 "or set pretrained=False"
             ) from None
     return weights
-
-
-# ---------------------------------------------------------------------------------------------
-# Base models; the seed papers' models live in trainables.zoo
-
-
-@register_model("small_cnn", resolution=32, resolutions=(32, 64), gpu_fraction=0.25)
-def small_cnn(pretrained: bool = False) -> nn.Module:
-    """A small fast CNN (3 conv blocks with batch norm, global pooling), for quick studies."""
-
-    def block(cin: int, cout: int) -> nn.Sequential:
-        return nn.Sequential(
-            nn.Conv2d(cin, cout, 3, padding=1, bias=False),
-            nn.BatchNorm2d(cout),
-            nn.ReLU(inplace=True),
-            nn.MaxPool2d(2),
-        )
-
-    return nn.Sequential(
-        block(3, 16), block(16, 32), block(32, 64),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 2),
-    )
-
-
-@register_model("resnet18", resolution=224, resolutions=(224, 64), normalize="imagenet",
-                gpu_fraction=1.0, pretrained=True)
-def resnet18(pretrained: bool = False) -> nn.Module:
-    """ResNet-18 as fine-tuned by Kumar: ImageNet stem, 224x224 input, two-way head."""
-    from torchvision.models import ResNet18_Weights
-    from torchvision.models import resnet18 as tv_resnet18
-
-    weights = load_imagenet_weights(ResNet18_Weights) if pretrained else None
-    model = tv_resnet18(weights=weights)
-    model.fc = nn.Linear(model.fc.in_features, 2)
-    return model
-
-
-@register_model("resnet18_cifar", resolution=32, resolutions=(32,), gpu_fraction=0.5)
-def resnet18_cifar(pretrained: bool = False) -> nn.Module:
-    """ResNet-18 with a CIFAR-style stem (3x3 conv, stride 1, no max-pool) for 32x32 input."""
-    from torchvision.models import resnet18 as tv_resnet18
-
-    model = tv_resnet18(weights=None, num_classes=2)
-    model.conv1 = nn.Conv2d(3, 64, 3, stride=1, padding=1, bias=False)
-    model.maxpool = nn.Identity()
-    return model
-
-
-import trainables.fast  # noqa: E402  registers cifake_fast and its variants
-import trainables.zoo  # noqa: E402,F401  registers the seed papers' models

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from trainables.data import cache_root
+from trainables.ingest import cache_root
 
 SAMPLE_VERSION = 1
 SIZE = 32  # pixels, as CIFAKE

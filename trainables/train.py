@@ -24,7 +24,7 @@ from torch import nn
 
 from trainables import checkpoint
 from trainables.config import ConfigError, TrainConfig
-from trainables.data import ImageSet, make_splits
+from trainables.dataset import ImageSet, make_splits
 from trainables.loader import Preprocess, batch_count, batches, resident_images
 from trainables.metrics import METRIC_NAMES, auc, best_threshold, classification_metrics
 from trainables.models import AnomalyDetector, count_parameters, create_model, model_spec

@@ -18,7 +18,7 @@ from ray import tune
 
 from results.storage import CHECKPOINT_FILE
 from trainables.config import TrainConfig
-from trainables.data import ImageSet
+from trainables.dataset import ImageSet
 from trainables.folding import BudgetRecords, budgets_of, without_budgets
 from trainables.train import load_state, save_state, train
 

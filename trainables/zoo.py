@@ -1,11 +1,11 @@
-"""The seed papers' models, registered in ``trainables.models.MODELS`` on import.
+"""The seed papers' models, declared here and registered by ``trainables.model_zoo``.
 
-Usage: ``create_model("purba_cnn3")`` (``trainables.models`` imports this module at its end).
+Usage: ``create_model("purba_cnn3")``; at another size: ``purba_cnn3.build(resolution=64)``.
 
-Seeds: Purba & Suparwito (CNN #1-#3 and VGG16, Table 1 parameter counts), Iacob & Nuta (custom CNN,
-frozen ResNet-50, ConvNeXt-Small, on tiny-GenImage), Prudhvi et al. (ResNet-50 with a dense head)
-and Bartos & Akyol (a VAE used as an anomaly detector, 64x64 input). Kumar's ResNet-18 lives in
-``trainables.models``. Layers whose width depends on the input size (a Flatten feeding a Linear)
+Seeds: Kumar (ResNet-18 fine-tuned at 224x224), Purba & Suparwito (CNN #1-#3 and VGG16, Table 1
+parameter counts), Iacob & Nuta (custom CNN, frozen ResNet-50, ConvNeXt-Small, on tiny-GenImage),
+Prudhvi et al. (ResNet-50 with a dense head) and Bartos & Akyol (a VAE used as an anomaly
+detector, 64x64 input). Layers whose width depends on the input size (a Flatten feeding a Linear)
 are built for the registered resolution; the factories take ``resolution`` for direct use at
 another size, and the registry builds and tests each model only at its declared resolutions.
 """
@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainables.models import load_imagenet_weights, register_model
+from trainables.models import declare_model, load_imagenet_weights
 
 # Keras Dropout(0.5) after the first dense layer: Purba & Suparwito (CNN #1), Iacob & Nuta (custom
 # CNN and the ResNet-50 head, "deactivated half of the neurons") and Prudhvi et al. (section 10.4).
@@ -102,21 +102,21 @@ def _purba_cnn(n_conv: int, same: bool, dense: int, resolution: int) -> nn.Seque
     return nn.Sequential(*layers)
 
 
-@register_model("purba_cnn1", resolution=32, resolutions=(32,), gpu_fraction=0.25)
+@declare_model("purba_cnn1", resolution=32, resolutions=(32,), gpu_fraction=0.25)
 def purba_cnn1(pretrained: bool = False, resolution: int = 32) -> nn.Module:
     """CNN #1 of Purba & Suparwito: 2 convolutions (16, 32), dense 64, sigmoid; 78,945 params."""
     # Dense 64 is stated ("a fully connected layer with two units, 64 and 1"); Table 1: 78,945.
     return _purba_cnn(2, same=False, dense=64, resolution=resolution)
 
 
-@register_model("purba_cnn2", resolution=32, resolutions=(32,), gpu_fraction=0.25)
+@declare_model("purba_cnn2", resolution=32, resolutions=(32,), gpu_fraction=0.25)
 def purba_cnn2(pretrained: bool = False, resolution: int = 32) -> nn.Module:
     """CNN #2 of Purba & Suparwito: 3 convolutions (16-64), dense 256, sigmoid; 89,633 params."""
     # Dense 256 is the only width giving Table 1's 89,633 (see the arithmetic above).
     return _purba_cnn(3, same=False, dense=256, resolution=resolution)
 
 
-@register_model("purba_cnn3", resolution=32, resolutions=(32,), gpu_fraction=0.25)
+@declare_model("purba_cnn3", resolution=32, resolutions=(32,), gpu_fraction=0.25)
 def purba_cnn3(pretrained: bool = False, resolution: int = 32) -> nn.Module:
     """CNN #3 of Purba & Suparwito: 4 convolutions (16-128), dense 512, sigmoid; 360,609 params."""
     # 'same' padding and dense 512 give Table 1's 360,609 (see the arithmetic above).
@@ -132,8 +132,8 @@ def purba_cnn3(pretrained: bool = False, resolution: int = 32) -> nn.Module:
 VGG16_HEAD = (256, 128)
 
 
-@register_model("vgg16", resolution=32, resolutions=(32,), normalize="imagenet",
-                gpu_fraction=0.5, pretrained=True)
+@declare_model("vgg16", resolution=32, resolutions=(32,), normalize="imagenet",
+               gpu_fraction=0.5, pretrained=True)
 def vgg16(pretrained: bool = False, resolution: int = 32) -> nn.Module:
     """VGG16 of Purba & Suparwito: ImageNet conv base, dense 256-128-1 head; 14,879,041 params."""
     from torchvision.models import VGG16_Weights
@@ -173,7 +173,7 @@ IACOB_FILTERS = (32, 64, 128)  # assumption: not stated by Iacob & Nuta
 IACOB_DENSE = 128  # "dense layers, which consist of 128 neurons" (Iacob & Nuta, section 4)
 
 
-@register_model("iacob_cnn", resolution=32, resolutions=(32,), gpu_fraction=0.25)
+@declare_model("iacob_cnn", resolution=32, resolutions=(32,), gpu_fraction=0.25)
 def iacob_cnn(pretrained: bool = False, resolution: int = 32) -> nn.Module:
     """Custom CNN of Iacob & Nuta: 3 same-padded convolutions, dense 128, dropout, softmax."""
     layers: list[nn.Module] = []
@@ -213,12 +213,25 @@ class _BackboneHead(nn.Module):
         return self.head(self.backbone(x))
 
 
+@declare_model("resnet18", resolution=224, resolutions=(224, 64), normalize="imagenet",
+               gpu_fraction=1.0, pretrained=True)
+def resnet18(pretrained: bool = False) -> nn.Module:
+    """ResNet-18 as fine-tuned by Kumar: ImageNet stem, 224x224 input, two-way head."""
+    from torchvision.models import ResNet18_Weights
+    from torchvision.models import resnet18 as tv_resnet18
+
+    weights = load_imagenet_weights(ResNet18_Weights) if pretrained else None
+    model = tv_resnet18(weights=weights)
+    model.fc = nn.Linear(model.fc.in_features, 2)
+    return model
+
+
 RESNET50_FEATURES = 2048  # channels of ResNet-50's last stage
 HEAD_DENSE = 256  # Iacob & Nuta: "a dense layer with 256 neurons"; Prudhvi et al.: Dense(256)
 
 
-@register_model("resnet50_frozen_head", resolution=224, resolutions=(224, 64),
-                normalize="imagenet", gpu_fraction=1.0, pretrained=True)
+@declare_model("resnet50_frozen_head", resolution=224, resolutions=(224, 64),
+               normalize="imagenet", gpu_fraction=1.0, pretrained=True)
 def resnet50_frozen_head(pretrained: bool = False) -> nn.Module:
     """ResNet-50 of Iacob & Nuta: frozen ImageNet base, global pooling, dense 256, sigmoid.
 
@@ -241,8 +254,8 @@ def resnet50_frozen_head(pretrained: bool = False) -> nn.Module:
 PRUDHVI_DENSE2 = 128  # Dense(128, relu) before the output (Prudhvi et al., section 10.4)
 
 
-@register_model("resnet50_dense_head", resolution=32, resolutions=(32,), normalize="imagenet",
-                gpu_fraction=0.5, pretrained=True)
+@declare_model("resnet50_dense_head", resolution=32, resolutions=(32,), normalize="imagenet",
+               gpu_fraction=0.5, pretrained=True)
 def resnet50_dense_head(pretrained: bool = False, resolution: int = 32) -> nn.Module:
     """ResNet-50 of Prudhvi et al.: 32x32 input, flatten, dense 256, BN, dropout, 128, sigmoid.
 
@@ -269,8 +282,8 @@ def resnet50_dense_head(pretrained: bool = False, resolution: int = 32) -> nn.Mo
     return _BackboneHead(base, head, frozen=False)
 
 
-@register_model("convnext_small", resolution=224, resolutions=(224, 64), normalize="imagenet",
-                gpu_fraction=1.0, pretrained=True)
+@declare_model("convnext_small", resolution=224, resolutions=(224, 64), normalize="imagenet",
+               gpu_fraction=1.0, pretrained=True)
 def convnext_small(pretrained: bool = False) -> nn.Module:
     """ConvNeXt-Small of Iacob & Nuta: ImageNet weights, 224x224 input, two-way head."""
     from torchvision.models import ConvNeXt_Small_Weights
@@ -375,7 +388,11 @@ class ConvVAE(nn.Module):
             self.train(was_training)
 
 
-@register_model("vae_detector", resolution=64, resolutions=(64, 32), gpu_fraction=0.25)
+@declare_model("vae_detector", resolution=64, resolutions=(64, 32), gpu_fraction=0.25)
 def vae_detector(pretrained: bool = False) -> nn.Module:
     """VAE anomaly detector of Bartos & Akyol: trained on REAL images, 64x64, scored by -ELBO."""
     return ConvVAE()
+
+
+SPECS = (resnet18, purba_cnn1, purba_cnn2, purba_cnn3, vgg16, iacob_cnn, resnet50_frozen_head,
+         resnet50_dense_head, convnext_small, vae_detector)

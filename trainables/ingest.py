@@ -1,14 +1,11 @@
 """Ingest image folders and archives into a cached uint8 array plus a Parquet manifest.
 
-Usage: ``data = load_dataset("archive.zip")``; ``splits = make_splits(data, 0.8, seed=0)``
+Usage: ``data = load_dataset("archive.zip")`` (then ``trainables.dataset`` for splits and subsets)
 
-Layouts, read from a folder or a zip without unpacking:
-- CIFAKE (Kaggle): ``train/{REAL,FAKE}/`` and optionally ``test/{REAL,FAKE}/``;
-- tiny-GenImage: ``<generator>/{train,val}/{ai,nature}/`` (the generator is kept as a column);
-- generic: ``<root>/<class>/`` with two class folders.
-A single wrapping folder (``archive/train/...``) is looked through. Images are decoded once, in
-parallel, into ``<cache>/ingest/<fingerprint>/``; the fingerprint covers every file's name,
-size and checksum (zip) or modification time (folder), so a changed source is read again.
+Sources are read from a folder or a zip without unpacking; ``trainables.layouts`` tells which file
+is which class and split. Images are decoded once, in parallel, into
+``<cache>/ingest/<fingerprint>/``; the fingerprint covers every file's name, size and checksum
+(zip) or modification time (folder), so a changed source is read again.
 """
 
 from __future__ import annotations
@@ -24,59 +21,22 @@ import struct
 import tempfile
 import time
 import zipfile
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from trainables.dataset import CLASS_NAMES, DataError, ImageSet, holdout_split
+from trainables.images import IMAGE_SUFFIXES, decode_image, fit_square
+from trainables.layouts import detect_layout
+
 CACHE_FORMAT = 1
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
-# Files that operating systems and archivers add; counted and reported, never read as images.
-SYSTEM_FILES = {".ds_store", "thumbs.db", "desktop.ini"}
-REAL_NAMES = ("real", "nature", "authentic", "0_real")
-FAKE_NAMES = ("fake", "ai", "synthetic", "generated", "1_fake")
-CLASS_NAMES = ("REAL", "FAKE")  # label 0 = real photograph, label 1 = AI-generated
-# Hold-out for the common test set when a source has no test split of its own; fixed so every
-# study on the same source scores trials on the same images.
-HOLDOUT_FRACTION = 0.1
-HOLDOUT_SEED = 20240101
-
-
-class DataError(ValueError):
-    """Input that cannot be used as it is; the message names the files and the fix."""
 
 
 def cache_root() -> Path:
     return Path(os.environ.get("CIFAKE_STUDY_CACHE", Path.home() / ".cache" / "cifake-study"))
-
-
-@dataclass
-class ImageSet:
-    """Decoded images with one manifest row each; label 0 = REAL, 1 = FAKE."""
-
-    images: np.ndarray  # (N, H, W, 3) uint8
-    manifest: pd.DataFrame  # path, label, split ("train" | "test"), generator, content_hash
-    fingerprint: str
-    source: str
-    layout: str
-    report: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def labels(self) -> np.ndarray:
-        return self.manifest["label"].to_numpy(dtype=np.int64)
-
-    def __len__(self) -> int:
-        return len(self.manifest)
-
-
-@dataclass(frozen=True)
-class Splits:
-    train: np.ndarray
-    val: np.ndarray
-    test: np.ndarray
 
 
 # ---------------------------------------------------------------------------------------------
@@ -164,135 +124,7 @@ class _Source:
 
 
 # ---------------------------------------------------------------------------------------------
-# Layout detection
-
-
-@dataclass
-class _Entry:
-    path: str
-    label: int
-    split: str
-    generator: str
-
-
-def _class_label(name: str, where: str) -> int:
-    low = name.lower()
-    if low in REAL_NAMES:
-        return 0
-    if low in FAKE_NAMES:
-        return 1
-    raise DataError(
-        f"class folder {where!r} is neither a real ({', '.join(REAL_NAMES)}) nor a generated "
-        f"({', '.join(FAKE_NAMES)}) class; rename it (e.g. to REAL or FAKE)"
-    )
-
-
-def _detect(files: list[str]) -> tuple[str, list[_Entry], list[str]]:
-    """Return (layout, image entries, ignored system files)."""
-    # str.split, not PurePosixPath: this runs once per file of a 100,000-file archive.
-    ignored = [f for f in files if f.rsplit("/", 1)[-1].lower() in SYSTEM_FILES]
-    files = [f for f in files if f.rsplit("/", 1)[-1].lower() not in SYSTEM_FILES]
-    if not files:
-        raise DataError("the source holds no files; expected train/REAL and train/FAKE folders")
-    parts = [tuple(f.split("/")) for f in files]
-    # Look through wrapping folders that every file shares (archive/train/... -> train/...).
-    prefix = 0
-    while all(len(p) > prefix + 2 for p in parts) and len({p[prefix] for p in parts}) == 1:
-        if parts[0][prefix].lower() in ("train", "test"):
-            break
-        prefix += 1
-    rel = [p[prefix:] for p in parts]
-    base = "/".join(parts[0][:prefix])
-
-    def where(*names: str) -> str:
-        return "/".join(n for n in (base, *names) if n)
-
-    firsts = {p[0].lower() for p in rel}
-    if "train" in firsts and firsts <= {"train", "test"}:
-        return "cifake", _cifake_entries(files, rel, where), ignored
-    if all(len(p) == 4 and p[1].lower() in ("train", "val") for p in rel):
-        return "genimage", _genimage_entries(files, rel, where), ignored
-    if all(len(p) == 2 for p in rel):
-        classes = sorted({p[0] for p in rel})
-        if len(classes) != 2:
-            raise DataError(
-                f"found class folder(s) {classes} under {where() or 'the root'}; a generic source "
-                "needs exactly two class folders, one real and one generated (e.g. REAL and FAKE)"
-            )
-        labels = {c: _class_label(c, where(c)) for c in classes}
-        if set(labels.values()) != {0, 1}:
-            raise DataError(
-                f"class folders {classes} do not name one real and one generated class")
-        entries = [_Entry(f, labels[p[0]], "train", "") for f, p in zip(files, rel, strict=True)]
-        return "generic", entries, ignored
-    tops = sorted({p[0] for p in rel})[:10]
-    raise DataError(
-        f"unrecognised layout: top-level entries {tops}. Expected train/{{REAL,FAKE}}/ (CIFAKE), "
-        "<generator>/{train,val}/{ai,nature}/ (tiny-GenImage) or <class>/ folders"
-    )
-
-
-def _cifake_entries(files: list[str], rel: list[tuple[str, ...]], where: Any) -> list[_Entry]:
-    entries, seen = [], set()
-    for f, p in zip(files, rel, strict=True):
-        if len(p) != 3:
-            raise DataError(
-                f"{f!r} is not inside a class folder; CIFAKE files live in "
-                "train/REAL, train/FAKE, test/REAL or test/FAKE"
-            )
-        split, cls = p[0].lower(), p[1]
-        label = _class_label(cls, where(p[0], cls))
-        seen.add((split, label))
-        entries.append(_Entry(f, label, split, ""))
-    for split in sorted({s for s, _ in seen}):
-        for label, name in enumerate(CLASS_NAMES):
-            if (split, label) not in seen:
-                raise DataError(
-                    f"class folder {where(split, name)!r} is missing or empty; CIFAKE needs both "
-                    f"{where(split, 'REAL')} and {where(split, 'FAKE')} with images"
-                )
-    return entries
-
-
-def _genimage_entries(files: list[str], rel: list[tuple[str, ...]], where: Any) -> list[_Entry]:
-    entries, seen = [], set()
-    for f, p in zip(files, rel, strict=True):
-        gen, split, cls = p[0], p[1].lower(), p[2]
-        label = _class_label(cls, where(*p[:3]))
-        seen.add((gen, split, label))
-        entries.append(_Entry(f, label, "test" if split == "val" else "train", gen))
-    for gen, split in sorted({(g, s) for g, s, _ in seen}):
-        for label, name in enumerate(("nature", "ai")):
-            if (gen, split, label) not in seen:
-                raise DataError(
-                    f"class folder {where(gen, split, name)!r} is missing or empty; "
-                    f"tiny-GenImage needs {gen}/{split}/ai and {gen}/{split}/nature"
-                )
-    return entries
-
-
-# ---------------------------------------------------------------------------------------------
 # Decoding
-
-
-def _fit(image: np.ndarray, size: int) -> np.ndarray:
-    """Centre-crop to a square (keeping the aspect ratio) and resize to ``size``."""
-    from PIL import Image
-
-    h, w = image.shape[:2]
-    if (h, w) == (size, size):
-        return image
-    side = min(w, h)
-    left, top = (w - side) // 2, (h - side) // 2
-    im = Image.fromarray(image).crop((left, top, left + side, top + side))
-    return np.asarray(im.resize((size, size), Image.Resampling.BICUBIC, reducing_gap=None))
-
-
-def _decode_other(data: bytes) -> np.ndarray:
-    from PIL import Image
-
-    with Image.open(io.BytesIO(data)) as im:
-        return np.asarray(im.convert("RGB"), dtype=np.uint8)
 
 
 def _decode_chunk(
@@ -326,8 +158,8 @@ def _decode_chunk(
             if i not in decoded:
                 if PurePosixPath(name).suffix.lower() not in IMAGE_SUFFIXES:
                     raise ValueError("not an image file (unknown extension)")
-                decoded[i] = _decode_other(blob)
-            out[i] = _fit(decoded[i], size)
+                decoded[i] = decode_image(blob)
+            out[i] = fit_square(decoded[i], size)
         except Exception as exc:
             bad.append((name, f"{type(exc).__name__}: {exc}"))
     return out, hashes, bad
@@ -416,7 +248,7 @@ def load_dataset(
     if (entry_dir / "meta.json").exists():
         return _read_cache(entry_dir)
 
-    layout, entries, ignored = _detect([rel for rel, _ in sorted(source.listing())])
+    layout, entries, ignored = detect_layout([rel for rel, _ in sorted(source.listing())])
     names = [e.path for e in entries]
     size = image_size or _first_size(source, names)
     started = time.perf_counter()
@@ -448,7 +280,7 @@ def load_dataset(
             raise DataError(f"no readable {cls} image is left in {path}; check the class folders")
     carved = not (manifest["split"] == "test").any()
     if carved:
-        manifest["split"] = _holdout(manifest)
+        manifest["split"] = holdout_split(manifest)
     report = _report(manifest, layout, ignored, bad, size, time.perf_counter() - started)
     report["test_split"] = "holdout" if carved else "dataset"
     data = ImageSet(images, manifest, fingerprint, str(path), layout, report)
@@ -466,56 +298,6 @@ def _first_size(source: _Source, names: list[str]) -> int:
         except Exception:
             continue
     return 32
-
-
-def _holdout(manifest: pd.DataFrame) -> np.ndarray:
-    """Carve the fixed common test set: stratified, duplicate-aware, seeded."""
-    idx = np.arange(len(manifest))
-    test = _group_split(idx, manifest, 1.0 - HOLDOUT_FRACTION, HOLDOUT_SEED)[1]
-    split = np.full(len(manifest), "train", dtype=object)
-    split[test] = "test"
-    return split
-
-
-def _group_split(
-    idx: np.ndarray, manifest: pd.DataFrame, ratio: float, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Split ``idx`` so that ``ratio`` of each label goes to the first part.
-
-    Byte-identical images (same content hash) form one group and always land on the same side,
-    so a duplicate can never be in both train and validation.
-    """
-    rng = np.random.default_rng(seed)
-    labels = manifest["label"].to_numpy()[idx]
-    hashes = manifest["content_hash"].to_numpy()[idx]
-    first, second = [], []
-    for label in np.unique(labels):
-        mine = idx[labels == label]
-        _, group, counts = np.unique(
-            hashes[labels == label], return_inverse=True, return_counts=True)
-        order = rng.permutation(len(counts))
-        take = np.cumsum(counts[order]) <= round(ratio * len(mine))
-        chosen = np.zeros(len(counts), dtype=bool)
-        chosen[order[take]] = True
-        first.append(mine[chosen[group]])
-        second.append(mine[~chosen[group]])
-    return np.sort(np.concatenate(first)), np.sort(np.concatenate(second))
-
-
-def make_splits(data: ImageSet, split_ratio: float, seed: int) -> Splits:
-    """Train/validation from the training pool (stratified, seeded); the common test set."""
-    split = data.manifest["split"].to_numpy()
-    pool = np.flatnonzero(split == "train")
-    test = np.flatnonzero(split == "test")
-    if split_ratio >= 1.0:  # final retraining: the whole pool trains, nothing validates
-        return Splits(pool, pool[:0], test)
-    train, val = _group_split(pool, data.manifest, split_ratio, seed)
-    if len(train) == 0 or len(val) == 0:
-        raise DataError(
-            f"split_ratio={split_ratio} leaves {len(train)} training and {len(val)} validation "
-            f"images out of a pool of {len(pool)}; use more data or a ratio nearer 0.5"
-        )
-    return Splits(train, val, test)
 
 
 def _report(
@@ -547,24 +329,6 @@ def _report(
     }
 
 
-def describe(data: ImageSet) -> str:
-    r = data.report
-    counts = ", ".join(f"{k} {v}" for k, v in sorted(r["counts"].items()))
-    size = f"{r['images']} images {r['image_size']}px"
-    lines = [f"data: {data.source} ({r['layout']}, {size}: {counts})"]
-    if r["duplicate_files"]:
-        lines.append(
-            f"  {r['duplicate_files']} files in {r['duplicate_groups']} groups are byte-identical "
-            f"duplicates ({r['duplicate_groups_across_splits']} groups span train and test); "
-            "each group is kept on one side of every train/validation split"
-        )
-    if r["skipped_bad_files"]:
-        lines.append(f"  skipped {len(r['skipped_bad_files'])} unreadable file(s) (--skip-bad)")
-    if r["ignored_system_files"]:
-        lines.append(f"  ignored {len(r['ignored_system_files'])} system file(s) (.DS_Store etc.)")
-    return "\n".join(lines)
-
-
 def _write_cache(entry_dir: Path, data: ImageSet) -> None:
     entry_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{entry_dir.name}-", dir=entry_dir.parent))
@@ -589,59 +353,3 @@ def _read_cache(entry_dir: Path) -> ImageSet:
     manifest = pd.read_parquet(entry_dir / "manifest.parquet")
     return ImageSet(images, manifest, meta["fingerprint"], meta["source"], meta["layout"],
                     meta["report"])
-
-
-def subset(data: ImageSet, rows: Iterable[int]) -> ImageSet:
-    rows = np.asarray(list(rows))
-    return ImageSet(data.images[rows], data.manifest.iloc[rows].reset_index(drop=True),
-                    data.fingerprint, data.source, data.layout, data.report)
-
-
-def origin_of_test_split(data: ImageSet) -> str:
-    """"dataset" when the data came with its own test split, "holdout" when one was carved."""
-    known = (data.report or {}).get("test_split")
-    if known:
-        return str(known)
-    # Caches written before the report said so: a dataset's own test images live under test/.
-    paths = data.manifest.loc[data.manifest["split"] == "test", "path"].astype(str)
-    return "dataset" if len(paths) and paths.str.contains(r"(?:^|/)test/").all() else "holdout"
-
-
-def sample_subset(data: ImageSet, n: int, seed: int = 0) -> ImageSet:
-    """A seeded, stratified, duplicate-aware subset of about ``n`` images, for cheap searches.
-
-    Each split (the training pool and the test set) and each label keeps its share, and
-    byte-identical images are kept or dropped together. The subset's fingerprint names its size
-    and seed, so a study on it is never resumed on the full set or another subset.
-    """
-    if not 2 <= n < len(data.manifest):
-        raise DataError(f"a subset of {n} images is impossible from {len(data.manifest)}; "
-                        f"choose between 2 and {len(data.manifest) - 1}")
-    ratio = n / len(data.manifest)
-    split = data.manifest["split"].to_numpy()
-    keep = [_group_split(np.flatnonzero(split == s), data.manifest, ratio, seed)[0]
-            for s in ("train", "test") if (split == s).any()]
-    rows = np.sort(np.concatenate(keep))
-    sub = subset(data, rows)
-    counts = sub.manifest.groupby(["split", "label"]).size()
-    report = {**data.report, "images": len(rows), "test_split": origin_of_test_split(data),
-              "counts": {f"{s}/{CLASS_NAMES[int(lb)]}": int(k) for (s, lb), k in counts.items()}}
-    return replace(sub, fingerprint=f"{data.fingerprint}-subset{n}-seed{seed}",
-                   source=f"{data.source} (subset of {n}, seed {seed})", report=report)
-
-
-def select_generators(data: ImageSet, names: Iterable[str]) -> ImageSet:
-    """The images of the named generators (tiny-GenImage layout), both splits, in source order.
-
-    An unknown name, or a source without generators, raises ``DataError`` listing the known ones.
-    """
-    names = list(dict.fromkeys(names))
-    known = sorted(g for g in data.manifest["generator"].unique() if g)
-    if not known:
-        raise DataError(f"{data.source} ({data.layout} layout) names no generators; "
-                        "only the tiny-GenImage layout <generator>/{train,val}/{ai,nature}/ does")
-    unknown = [n for n in names if n not in known]
-    if unknown or not names:
-        raise DataError(f"unknown generator(s) {unknown or names}; {data.source} holds "
-                        f"{', '.join(known)}")
-    return subset(data, np.flatnonzero(data.manifest["generator"].isin(names).to_numpy()))
