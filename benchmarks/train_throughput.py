@@ -28,7 +28,8 @@ from common import print_table
 from trainables.config import TrainConfig
 from trainables.dataset import subset
 from trainables.ingest import load_dataset
-from trainables.models import IMAGENET_MEAN, IMAGENET_STD, create_model, model_spec
+from trainables.model_base import IMAGENET_MEAN, IMAGENET_STD
+from trainables.models import create_model, model_spec
 from trainables.sample import build_sample
 from trainables.train import _Run
 

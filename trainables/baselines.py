@@ -1,6 +1,6 @@
 """The project's own baseline models: ``small_cnn`` and ``resnet18_cifar``.
 
-Usage: ``create_model("small_cnn")`` (registered by ``trainables.model_zoo``; the seed papers'
+Usage: ``create_model("small_cnn")`` (registered by ``trainables.models``; the seed papers'
 models live in ``trainables.zoo``, the fast recipe's in ``trainables.fast``).
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from trainables.models import declare_model
+from trainables.model_base import declare_model
 
 
 @declare_model("small_cnn", resolution=32, resolutions=(32, 64), gpu_fraction=0.25)

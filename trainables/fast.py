@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainables.models import declare_model
+from trainables.model_base import declare_model
 
 WHITEN_KERNEL = 2
 WHITEN_EPS = 5e-4

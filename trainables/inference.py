@@ -27,7 +27,8 @@ from trainables.config import TrainConfig
 from trainables.dataset import DataError
 from trainables.images import IMAGE_SUFFIXES, SYSTEM_FILES, fit_square
 from trainables.loader import Preprocess, to_device_uint8
-from trainables.models import AnomalyDetector, model_spec
+from trainables.model_base import AnomalyDetector
+from trainables.models import model_spec
 from trainables.train import classify, model_from_state, select_device, weights_of
 
 EVAL_BATCH = 256

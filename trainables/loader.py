@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from trainables.models import IMAGENET_MEAN, IMAGENET_STD
+from trainables.model_base import IMAGENET_MEAN, IMAGENET_STD
 
 
 def to_device_uint8(images: np.ndarray, device: torch.device) -> torch.Tensor:

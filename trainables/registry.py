@@ -1,10 +1,6 @@
 """One small name -> object registry shared by models and search spaces.
 
-Usage: ``SPACES = Registry("space"); SPACES.add("quickstart", space); SPACES.get(name)``
-
-``populate`` (optional) is called once, before the first lookup, to add the built-in entries: the
-model registry uses it so that every model is registered by one explicit function
-(``trainables.model_zoo.register_all``) whichever module asks first.
+Usage: ``MODELS = Registry("model"); @MODELS.register("small_cnn") def f(...): ...``
 """
 
 from __future__ import annotations
@@ -25,23 +21,9 @@ class UnknownNameError(KeyError):
 class Registry(Generic[T]):
     """Maps names to objects; duplicate names are an error, unknown names list the known ones."""
 
-    def __init__(self, kind: str, populate: Callable[[Registry[T]], None] | None = None) -> None:
+    def __init__(self, kind: str) -> None:
         self.kind = kind
         self._items: dict[str, T] = {}
-        self._populate = populate
-
-    def _ready(self) -> dict[str, T]:
-        if self._populate is not None:
-            populate, self._populate = self._populate, None  # first: populate looks names up
-            before = set(self._items)
-            try:
-                populate(self)
-            except BaseException:
-                for name in set(self._items) - before:  # no half-filled registry; retry next time
-                    del self._items[name]
-                self._populate = populate
-                raise
-        return self._items
 
     def register(self, name: str) -> Callable[[T], T]:
         def decorator(obj: T) -> T:
@@ -57,7 +39,7 @@ class Registry(Generic[T]):
 
     def get(self, name: str) -> T:
         try:
-            return self._ready()[name]
+            return self._items[name]
         except KeyError:
             known = ", ".join(self.names()) or "(none)"
             raise UnknownNameError(
@@ -65,7 +47,7 @@ class Registry(Generic[T]):
             ) from None
 
     def names(self) -> list[str]:
-        return sorted(self._ready())
+        return sorted(self._items)
 
     def __contains__(self, name: object) -> bool:
-        return name in self._ready()
+        return name in self._items

@@ -27,7 +27,8 @@ from trainables.config import ConfigError, TrainConfig
 from trainables.dataset import ImageSet, make_splits
 from trainables.loader import Preprocess, batch_count, batches, resident_images
 from trainables.metrics import METRIC_NAMES, auc, best_threshold, classification_metrics
-from trainables.models import AnomalyDetector, count_parameters, create_model, model_spec
+from trainables.model_base import AnomalyDetector, count_parameters
+from trainables.models import create_model, model_spec
 
 EpochCallback = Callable[[dict[str, Any], Callable[[], dict[str, Any]]], None]
 CHECKPOINT_FORMAT = 1

@@ -1,4 +1,4 @@
-"""The seed papers' models, declared here and registered by ``trainables.model_zoo``.
+"""The seed papers' models, declared here and registered by ``trainables.models``.
 
 Usage: ``create_model("purba_cnn3")``; at another size: ``purba_cnn3.build(resolution=64)``.
 
@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainables.models import declare_model, load_imagenet_weights
+from trainables.model_base import declare_model, load_imagenet_weights
 
 # Keras Dropout(0.5) after the first dense layer: Purba & Suparwito (CNN #1), Iacob & Nuta (custom
 # CNN and the ResNet-50 head, "deactivated half of the neurons") and Prudhvi et al. (section 10.4).
