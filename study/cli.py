@@ -26,6 +26,7 @@ from trainables.checkpoint import CheckpointError, trust_checkpoints
 from trainables.config import ConfigError, TrainConfig
 from trainables.dataset import DataError, ImageSet
 from trainables.ingest import load_dataset
+from trainables.plugins import ENTRY_POINT_GROUP, load_plugins
 from trainables.registry import UnknownNameError
 
 USAGE_EXIT = 2  # bad input: the message says what and how to fix it
@@ -72,6 +73,14 @@ def resolve_data(arg: str | None, image_size: int | None, skip_bad: bool) -> Ima
 def add_device_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="cpu (default), cuda or mps")
     add_trust_arg(p)
+    add_plugin_arg(p)
+
+
+def add_plugin_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                   help="import this module (a dotted name or a .py path) whose "
+                   "register_model(...) calls add detectors; repeatable (installed packages "
+                   f"offer theirs through the entry-point group {ENTRY_POINT_GROUP!r})")
 
 
 def add_trust_arg(p: argparse.ArgumentParser) -> None:
@@ -101,6 +110,7 @@ def run_command(parse_args: Callable[[list[str] | None], argparse.Namespace],
         trust_checkpoints()  # inherited by the Ray workers this process starts
     handled = {**dict.fromkeys(USER_ERRORS, USAGE_EXIT), **(exits or {})}
     try:
+        load_plugins(getattr(args, "plugin", None) or ())  # before any model name is looked up
         return run(args)
     except tuple(handled) as exc:
         print(f"error: {exc}", file=sys.stderr)

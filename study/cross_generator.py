@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 
 from results.tables import write_table
-from study.cli import parse_overrides, run_command
+from study.cli import add_plugin_arg, parse_overrides, run_command
 from study.trials import resolve_source
 from trainables.config import TrainConfig
 from trainables.dataset import DataError, ImageSet, describe, select_generators
@@ -129,6 +129,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--image-size", type=int, help="resize images to this size at ingest")
     p.add_argument("--skip-bad", action="store_true", help="leave out unreadable images")
     p.add_argument("--device", help="cpu, cuda or mps (default: the best available)")
+    add_plugin_arg(p)
     p.add_argument("--quiet", action="store_true", help="less progress output")
     args = p.parse_args(argv)
     if not 1 <= args.jpeg_quality <= 100:

@@ -25,12 +25,20 @@ import os
 import shlex
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from results import storage
 from search_spaces import SPACES, Space, get_space
 from search_spaces.files import load_space_file, resolve_space, write_space_file
-from study.cli import StudyError, add_trust_arg, parse_overrides, resolve_data, run_command
+from study.cli import (
+    StudyError,
+    add_plugin_arg,
+    add_trust_arg,
+    parse_overrides,
+    resolve_data,
+    run_command,
+)
 from study.storage_guard import (
     STORAGE_EXIT,
     StorageFailure,
@@ -45,6 +53,8 @@ from study.storage_guard import (
 from study.study_file import check_resumable, claim_study, study_record
 from trainables.dataset import describe, sample_subset
 from trainables.folding import split_trial_id
+from trainables.models import BUILT_IN_MODELS
+from trainables.plugins import check_model
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -97,6 +107,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="print the trials, ASHA rungs and resources; run nothing")
     p.add_argument("--quiet", action="store_true", help="less progress output")
     add_trust_arg(p)
+    add_plugin_arg(p)
     args = p.parse_args(argv)
     if args.list_spaces is None and not args.space:
         p.error("--space is required; known spaces: " + ", ".join(SPACES.names()))
@@ -224,6 +235,8 @@ def study_command(args: argparse.Namespace, name: str, sets: list[str] | None = 
         cmd.append("--no-optuna")
     if args.seed:
         cmd += ["--seed", str(args.seed)]
+    for plugin in getattr(args, "plugin", None) or ():
+        cmd += ["--plugin", plugin]
     for pair in args.set if sets is None else sets:
         cmd += ["--set", pair]
     return cmd
@@ -266,6 +279,9 @@ def run(args: argparse.Namespace) -> int:
     space = resolve_space(args.space).with_overrides(overrides)
     if args.samples is not None:
         space = dataclasses.replace(space, num_samples=args.samples).validate()
+    for model in space.models():  # a detector from outside must fit before trials start
+        if model not in BUILT_IN_MODELS:
+            check_model(model)
     if args.dry_run:
         print(describe_plan(space, args))
         return 0
@@ -295,7 +311,8 @@ def run(args: argparse.Namespace) -> int:
         # A local Ray has no autoscaler; a cluster joined with --address may have one.
         check_resources(args, space, gpus, autoscaled=bool(args.address))
         # The data set enters the object store once; every trial on a node maps that one copy.
-        fn = tune.with_resources(tune.with_parameters(trainable, data=data),
+        fn = tune.with_resources(tune.with_parameters(trainable, data=data,
+                                                      plugins=plugin_targets(args.plugin)),
                                  resources_for(args, gpus))
         ledger = InterruptLedger()
         hide_tune_restore_hint()
@@ -406,6 +423,12 @@ def hide_tune_restore_hint() -> None:
     logger = logging.getLogger("ray.tune.tune")
     if not any(isinstance(f, _NoTuneRestoreHint) for f in logger.filters):
         logger.addFilter(_NoTuneRestoreHint())
+
+
+def plugin_targets(plugins: list[str]) -> tuple[str, ...]:
+    """--plugin values as the trial workers must import them: .py paths made absolute."""
+    return tuple(str(Path(p).expanduser().resolve()) if p.endswith(".py") or "/" in p else p
+                 for p in plugins)
 
 
 def optuna_location(args: argparse.Namespace, path: str) -> str | None:

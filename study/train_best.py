@@ -31,9 +31,8 @@ import pandas as pd
 
 from results.schema import HYPERPARAMETER_NAMES
 from results.storage import replace_atomically
-from search_spaces import SpaceError
 from search_spaces.files import resolve_space
-from study.cli import USER_ERRORS, parse_overrides, resolve_data
+from study.cli import add_plugin_arg, parse_overrides, resolve_data, run_command
 from study.trials import best_trial, trials_table
 from trainables.config import ConfigError, TrainConfig
 from trainables.dataset import ImageSet, origin_of_test_split, sample_subset
@@ -57,6 +56,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="fraction of the pool kept for validation (default 0: train on all)")
     p.add_argument("--seed", type=int, help="training seed (default: the configuration's)")
     p.add_argument("--device", help="cpu, cuda or mps (default: the best available)")
+    add_plugin_arg(p)
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: all cores)")
     p.add_argument("--out", help="output folder (default: models/<space or study name>)")
     return p.parse_args(argv)
@@ -145,12 +145,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        return run(args)
-    except (*USER_ERRORS, SpaceError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return run_command(parse_args, run, argv)
 
 
 if __name__ == "__main__":

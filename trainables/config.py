@@ -87,13 +87,13 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     def validate(self) -> None:
-        from trainables.models import MODELS  # late: models import torch
+        from trainables.models import model_spec  # late: models import torch
 
         def need(ok: bool, key: str, rule: str) -> None:
             if not ok:
                 raise ConfigError(f"{key}={getattr(self, key)!r} is impossible: {rule}")
 
-        MODELS.get(self.model)  # raises with the list of known models
+        model_spec(self.model)  # raises with the list of known models
         need(self.batch_size >= 1, "batch_size", "must be a positive integer (e.g. 16-128)")
         need(self.epochs >= 1, "epochs", "must be at least 1")
         need(0.0 < self.split_ratio <= 1.0, "split_ratio",

@@ -55,6 +55,8 @@ class Preprocess:
             self.mean, self.std = IMAGENET_MEAN, IMAGENET_STD
         elif normalize == "unit":
             self.mean, self.std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+        elif isinstance(normalize, tuple) and len(normalize) == 2:  # (mean, std), e.g. timm's
+            self.mean, self.std = tuple(normalize[0]), tuple(normalize[1])
         else:
             raise ValueError(f"unknown normalisation {normalize!r}; use 'unit' or 'imagenet'")
 

@@ -12,7 +12,8 @@ from torch import nn
 
 from trainables import baselines, fast, zoo
 from trainables.model_base import ModelSpec
-from trainables.registry import Registry
+from trainables.registry import Registry, UnknownNameError
+from trainables.timm_models import is_timm_name, timm_spec
 
 MODELS: Registry[ModelSpec] = Registry("model")
 
@@ -24,11 +25,18 @@ def register_model(spec: ModelSpec) -> ModelSpec:
 
 
 def model_spec(name: str) -> ModelSpec:
+    """The spec of a registered model, or of ``timm/<architecture>`` (registered on first
+    use, so that it is then a model like any other)."""
+    if is_timm_name(name) and name not in MODELS:
+        try:
+            register_model(timm_spec(name))
+        except ValueError as exc:
+            raise UnknownNameError(f"unknown model {name!r}: {exc}") from None
     return MODELS.get(name)
 
 
 def create_model(name: str, pretrained: bool = False) -> nn.Module:
-    spec = MODELS.get(name)
+    spec = model_spec(name)
     if pretrained and not spec.pretrained:
         raise ValueError(f"model {name!r} has no pretrained weights; set pretrained=False")
     return spec.build(pretrained=pretrained)
@@ -38,3 +46,4 @@ def create_model(name: str, pretrained: bool = False) -> nn.Module:
 for _module in (baselines, zoo, fast):
     for _spec in _module.SPECS:
         register_model(_spec)
+BUILT_IN_MODELS = frozenset(MODELS.names())  # before any plugin or timm model

@@ -20,6 +20,7 @@ from results.storage import CHECKPOINT_FILE
 from trainables.config import TrainConfig
 from trainables.dataset import ImageSet
 from trainables.folding import BudgetRecords, budgets_of, without_budgets
+from trainables.plugins import load_plugins
 from trainables.train import load_state, save_state, train
 
 
@@ -51,8 +52,10 @@ def resumable_state(checkpoint: tune.Checkpoint) -> dict[str, Any] | None:
         return None
 
 
-def trainable(config: dict[str, Any], data: ImageSet) -> None:
-    """Tune function trainable; ``data`` arrives once per node through ``tune.with_parameters``."""
+def trainable(config: dict[str, Any], data: ImageSet, plugins: tuple[str, ...] = ()) -> None:
+    """Tune function trainable; ``data`` arrives once per node through ``tune.with_parameters``,
+    with the ``--plugin`` modules whose models this worker must know (``trainables.plugins``)."""
+    load_plugins(plugins)
     logging.getLogger("ray").setLevel(logging.WARNING)  # not a line per saved checkpoint
     # With reuse_actors, Tune hands this worker the next trial only once this function has
     # unwound from the report at which the scheduler stopped it; its default 2 s wait is
