@@ -91,7 +91,10 @@ def add_trust_arg(p: argparse.ArgumentParser) -> None:
 
 def add_trial_args(p: argparse.ArgumentParser, *, several: bool = False) -> None:
     """The analysis commands' preamble: the study directory, ``--trial`` and ``--device``."""
-    p.add_argument("study_dir", help="a study directory (<storage>/<name>)")
+    p.add_argument("study_dir", nargs="?", help="a study directory (<storage>/<name>)")
+    p.add_argument("--checkpoint", metavar="FILE",
+                   help="use this checkpoint instead of a study's trial (study.train_best's "
+                   "<out>/checkpoint.pt); results go to its folder")
     if several:
         p.add_argument("--trial", nargs="+", default=["best"],
                        help="trial id(s), 'best' (highest validation accuracy) or 'all'")

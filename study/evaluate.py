@@ -30,8 +30,8 @@ from study.trials import (
     TrialRef,
     ingest_size,
     load_trial_state,
+    resolve_refs,
     resolve_source,
-    resolve_trials,
     study_info,
 )
 from trainables.dataset import ImageSet, describe
@@ -98,7 +98,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace) -> int:
-    refs = resolve_trials(args.study_dir, args.trial)
+    refs = resolve_refs(args)
     states = [load_trial_state(ref) for ref in refs]  # fail before decoding any image
     info = study_info(args.study_dir)
     size = args.image_size or ingest_size(info)

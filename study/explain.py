@@ -27,7 +27,7 @@ from study.trials import (
     figure_dir,
     load_study_data,
     load_trial_state,
-    resolve_trials,
+    resolve_refs,
     test_set_of,
 )
 from trainables.dataset import CLASS_NAMES
@@ -101,7 +101,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace) -> int:
-    (ref,) = resolve_trials(args.study_dir, [args.trial])
+    (ref,) = resolve_refs(args, several=False)
     state = load_trial_state(ref)
     images, labels, ids = test_set_of(
         load_study_data(args.study_dir, args.data, progress=not args.quiet), state)

@@ -28,7 +28,7 @@ from study.trials import (
     figure_dir,
     load_study_data,
     load_trial_state,
-    resolve_trials,
+    resolve_refs,
     stratified_limit,
     study_info,
     test_set_of,
@@ -67,7 +67,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace) -> int:
-    refs = resolve_trials(args.study_dir, args.trial)
+    refs = resolve_refs(args)
     states = [load_trial_state(ref) for ref in refs]  # fail before any work
     fingerprint = study_info(args.study_dir).get("data_fingerprint")
     out_dir = figure_dir(args.study_dir, args.out)

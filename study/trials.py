@@ -11,6 +11,7 @@ then trial id): chosen on validation, never on the test set it is then scored on
 
 from __future__ import annotations
 
+import json
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from results.tables import checkpoint_location, read_checkpoint, read_table
 from trainables.dataset import ImageSet
 from trainables.folding import state_of_trial
 from trainables.ingest import fingerprint_of, load_dataset
+from trainables.train import load_state
 
 
 class TrialError(RuntimeError):
@@ -37,6 +39,40 @@ class TrialRef:
     study: str
     trial_id: str
     row: pd.Series  # the trial's row of trials.parquet
+
+
+SUMMARY_FILE = "summary.json"  # written by study.train_best beside its checkpoint
+
+
+def checkpoint_ref(path: str) -> TrialRef:
+    """A checkpoint file (``study.train_best``'s) as a trial: its folder stands for the study
+    directory (the analysis tables and figures go there), its summary for the trials row."""
+    file = Path(path).expanduser().resolve()
+    if not file.is_file():
+        raise TrialError(f"checkpoint {path} does not exist; python -m study.train_best "
+                         "writes <out>/checkpoint.pt")
+    summary_path = file.parent / SUMMARY_FILE
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    trial_id = "final" if file.name == storage.CHECKPOINT_FILE else file.stem
+    row = pd.Series({**summary.get("config", {}), "study": file.parent.name,
+                     "trial_id": trial_id, "status": "TERMINATED",
+                     "checkpoint_file": str(file),
+                     **{k: v for k, v in summary.items() if k.startswith("test_")}})
+    return TrialRef(str(file.parent), file.parent.name, trial_id, row)
+
+
+def resolve_refs(args: Any, several: bool = True) -> list[TrialRef]:
+    """The trials an analysis command's arguments name: ``--checkpoint FILE``, or the study
+    directory's ``--trial`` values. With a checkpoint, ``args.study_dir`` becomes its folder."""
+    if getattr(args, "checkpoint", None):
+        if args.study_dir:
+            raise TrialError("name a study directory or --checkpoint FILE, not both")
+        ref = checkpoint_ref(args.checkpoint)
+        args.study_dir = ref.study_dir
+        return [ref]
+    if not args.study_dir:
+        raise TrialError("name a study directory (<storage>/<name>) or --checkpoint FILE")
+    return resolve_trials(args.study_dir, args.trial if several else [args.trial])
 
 
 def trials_table(study_dir: str) -> pd.DataFrame:
@@ -93,6 +129,8 @@ def trial_checkpoint(ref: TrialRef) -> str | None:
 
 def load_trial_state(ref: TrialRef) -> dict[str, Any]:
     """The trial's newest checkpoint state; TrialError saying how to get one if there is none."""
+    if isinstance(ref.row.get("checkpoint_file"), str):  # a train_best checkpoint
+        return load_state_file(ref.row["checkpoint_file"], ref.trial_id)
     folder = trial_checkpoint(ref)
     if folder is None or not storage.is_file(f"{folder}/{storage.CHECKPOINT_FILE}"):
         status = ref.row.get("status")
@@ -114,8 +152,26 @@ def load_trial_state(ref: TrialRef) -> dict[str, Any]:
     return state_of_trial(state, ref.trial_id)
 
 
+def load_state_file(path: str, name: str) -> dict[str, Any]:
+    try:
+        return load_state(Path(path).read_bytes())
+    except Exception as exc:  # a truncated or foreign file: say which one
+        raise TrialError(f"cannot read the checkpoint {path} of {name} "
+                         f"({type(exc).__name__}: {exc})") from None
+
+
 def study_info(study_dir: str) -> dict[str, Any]:
-    return storage.read_study_file(str(study_dir)) or {}
+    """``study.json`` of a study directory; for a train_best folder, what its summary says of
+    the data (so its test set can be found again)."""
+    info = storage.read_study_file(str(study_dir))
+    if info is not None:
+        return info
+    summary = Path(str(study_dir)) / SUMMARY_FILE
+    if not storage.is_uri(study_dir) and summary.is_file():
+        s = json.loads(summary.read_text())
+        return {"name": Path(study_dir).name, "data_source": s.get("data"),
+                "data_fingerprint": s.get("data_fingerprint")}
+    return {}
 
 
 def ingest_size(info: dict[str, Any]) -> int | None:
