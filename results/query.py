@@ -9,6 +9,7 @@ Usage:
     python -m results.query paper bartos_batch studies/a
     python -m results.query mcnemar <trial_a> <trial_b> studies/a
     python -m results.query bootstrap <trial> studies/a [--n-boot 2000] [--seed 0]
+    python -m results.query importance studies/a [--metric best_val_accuracy] [--evaluator ped]
     ... --format table|csv|markdown|json   (default: a terminal table)
 
 Study arguments are study directories, or folders holding several; they are merged without
@@ -23,6 +24,7 @@ import sys
 import pandas as pd
 
 from results import reports
+from results.importance import EVALUATORS, importances
 from results.render import FORMATS, render
 from results.reports import AGGREGATES, Report, ReportError
 from results.tables import MergeError, SchemaError, load
@@ -77,6 +79,13 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--n-boot", type=int, default=2000)
     s.add_argument("--level", type=float, default=0.95)
     s.add_argument("--seed", type=int, default=0)
+
+    s = sub.add_parser("importance", parents=[common],
+                       help="hyperparameter importance (Optuna's evaluators)")
+    s.add_argument("studies", nargs="+")
+    s.add_argument("--metric", default="best_val_accuracy")
+    s.add_argument("--evaluator", choices=EVALUATORS, default="fanova")
+    s.add_argument("--seed", type=int, default=0)
     return p
 
 
@@ -113,6 +122,10 @@ def run(args: argparse.Namespace) -> Report:
         return report
     if args.command == "paper":
         return reports.paper(tables, args.space, args.agg)
+    if args.command == "importance":
+        df = importances(tables, args.metric, args.evaluator, args.seed)
+        return Report(f"importance of each hyperparameter for {args.metric} "
+                      f"({args.evaluator})", {"importance": df})
     if args.command == "mcnemar":
         return reports.mcnemar_report(tables, args.trial_a, args.trial_b)
     return reports.bootstrap_report(tables, args.trial, args.n_boot, args.level, args.seed)
