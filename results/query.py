@@ -84,10 +84,12 @@ def run(args: argparse.Namespace) -> Report:
     if args.command == "sql":
         import duckdb
 
-        from results.sql import connect
+        from results.sql import ReadOnlyError, connect, query
 
         try:
-            df = connect(args.studies).sql(args.query).df()
+            df = query(connect(args.studies), args.query)
+        except ReadOnlyError as exc:
+            raise ReportError(str(exc)) from None
         except duckdb.Error as exc:
             raise ReportError(f"SQL error: {exc}") from None
         return Report(args.query, {"result": df})
