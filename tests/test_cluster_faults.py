@@ -41,7 +41,7 @@ SCENARIO_TIMEOUT_S = 420  # each takes about a minute on 2 busy cores
 @pytest.fixture(scope="module")
 def cluster_data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Two CIFAKE-layout folders, ingested once here so every scenario reads the cache."""
-    from conftest import write_cifake_folder
+    from helpers import write_cifake_folder
 
     from trainables.data import load_dataset
 

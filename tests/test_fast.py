@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import snapshot
+from helpers import snapshot
 
 from search_spaces import SpaceError, get_space
 from study.predict import main as predict_main

@@ -6,7 +6,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import CIFAKE_ZIP
+from helpers import CIFAKE_ZIP
 
 from trainables.config import TrainConfig
 from trainables.data import load_dataset

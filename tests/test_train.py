@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import snapshot
+from helpers import snapshot
 
 from trainables.config import TrainConfig
 from trainables.loader import Preprocess, augment
