@@ -165,14 +165,39 @@ def test_resume_after_driver_is_killed_finishes_without_losing_or_duplicating_tr
         trials["trial_id"], len(tables["predictions"]) // 8)
 
 
-def test_tables_are_replaced_atomically(tiny_study: Path) -> None:
+def test_tables_are_replaced_atomically(study_copy: Path, monkeypatch: pytest.MonkeyPatch
+                                        ) -> None:
+    import io
+
+    import pyarrow.parquet as pq
+
     from results.tables import write_table
 
-    trials = results.load(tiny_study)["trials"]
-    write_table(trials, "trials", str(tiny_study))
-    leftovers = [p.name for p in tiny_study.iterdir() if p.name.endswith(".tmp")]
+    trials = results.load(study_copy)["trials"]
+    before = (study_copy / "trials.parquet").read_bytes()
+    real_write_table = pq.write_table
+
+    def write_half_then_fail(table, where, *args, **kwargs) -> None:
+        """A write cut short (a full disk, a crash): half the file, then an error."""
+        buf = io.BytesIO()
+        real_write_table(table, buf, *args, **kwargs)
+        with open(where, "wb") as f:
+            f.write(buf.getvalue()[: len(buf.getvalue()) // 2])
+        raise OSError("No space left on device")
+
+    # Rewriting the table with one row fewer fails half-way: the old table stays, whole.
+    monkeypatch.setattr(pq, "write_table", write_half_then_fail)
+    with pytest.raises(OSError, match="No space left"):
+        write_table(trials.iloc[1:], "trials", str(study_copy))
+    monkeypatch.undo()
+    assert (study_copy / "trials.parquet").read_bytes() == before
+    assert results.load(study_copy)["trials"].equals(trials)
+    assert [p.name for p in study_copy.iterdir() if p.name.endswith(".tmp")] == []
+
+    write_table(trials, "trials", str(study_copy))
+    leftovers = [p.name for p in study_copy.iterdir() if p.name.endswith(".tmp")]
     assert leftovers == []
-    assert pd.read_parquet(tiny_study / "trials.parquet").shape == trials.shape
+    assert pd.read_parquet(study_copy / "trials.parquet").shape == trials.shape
 
 
 def test_folded_budgets_give_exactly_the_trials_that_separate_runs_give(
