@@ -1,6 +1,7 @@
 """Shared fixtures: one real local Ray for the session, tiny real image folders, a tiny study.
 
-Plain helper functions live in ``helpers.py``; this file holds fixtures only.
+Plain helper functions live in ``helpers.py``; this file holds fixtures, and the hook that
+marks the tests using the costly ones `slow`.
 """
 
 from __future__ import annotations
@@ -10,6 +11,17 @@ from pathlib import Path
 
 import pytest
 from helpers import write_cifake_folder
+
+# Fixtures that cost tens of seconds on 2 cores the first time a session needs them (a real
+# Ray, a Ray study, the sample data's build, in-process training): a test that uses any of them,
+# directly or through another fixture, is `slow`, so `pytest -m "not slow"` never builds them.
+SLOW_FIXTURES = frozenset({"ray_session", "tiny_study", "small_sample", "trained_states"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(autouse=True, scope="session")
