@@ -22,7 +22,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from sklearn.metrics import roc_curve
 
-from results.reports import higher_is_better, summarize, varying
+from results.aggregate import higher_is_better, summarize, varying
 
 DPI = 110
 LOG2_AXES = ("batch_size",)  # doubling grids read best on a log2 axis

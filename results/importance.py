@@ -22,7 +22,7 @@ import optuna
 import pandas as pd
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 
-from results.reports import ReportError
+from results.aggregate import ReportError
 
 EVALUATORS = ("fanova", "ped", "mdi")
 

@@ -23,10 +23,10 @@ import sys
 
 import pandas as pd
 
-from results import reports
+from results import aggregate
+from results.aggregate import AGGREGATES, Report, ReportError
 from results.importance import EVALUATORS, importances
 from results.render import FORMATS, render
-from results.reports import AGGREGATES, Report, ReportError
 from results.tables import MergeError, SchemaError, load
 from trainables.registry import UnknownNameError
 
@@ -93,10 +93,12 @@ def run(args: argparse.Namespace) -> Report:
     if args.command == "sql":
         import duckdb
 
-        from results.sql import connect
+        from results.sql import ReadOnlyError, connect, query
 
         try:
-            df = connect(args.studies).sql(args.query).df()
+            df = query(connect(args.studies), args.query)
+        except ReadOnlyError as exc:
+            raise ReportError(str(exc)) from None
         except duckdb.Error as exc:
             raise ReportError(f"SQL error: {exc}") from None
         return Report(args.query, {"result": df})
@@ -106,29 +108,29 @@ def run(args: argparse.Namespace) -> Report:
     names = None if needs_predictions else ["trials", "epochs", "studies"]
     tables = load(args.studies, tables=names)
     if args.command == "leaderboard":
-        return reports.leaderboard(tables, args.metric, args.top, args.ci, args.n_boot)
+        return aggregate.leaderboard(tables, args.metric, args.top, args.ci, args.n_boot)
     if args.command == "compare":
-        return reports.compare(tables, args.rows, args.cols, args.metric, args.agg,
+        return aggregate.compare(tables, args.rows, args.cols, args.metric, args.agg,
                                tests=not args.no_tests)
     if args.command == "curves":
-        report = reports.curves(tables, args.trial)
+        report = aggregate.curves(tables, args.trial)
         if args.png:
             from results.figures import learning_curves, save
 
-            trial = reports.find_trial(tables["trials"], args.trial)
+            trial = aggregate.find_trial(tables["trials"], args.trial)
             save(learning_curves(tables["epochs"], tables["trials"],
                                  [f"{trial['study']}/{trial['trial_id']}"]), args.png)
             report.notes.append(f"figure: {args.png}")
         return report
     if args.command == "paper":
-        return reports.paper(tables, args.space, args.agg)
+        return aggregate.paper(tables, args.space, args.agg)
     if args.command == "importance":
         df = importances(tables, args.metric, args.evaluator, args.seed)
         return Report(f"importance of each hyperparameter for {args.metric} "
                       f"({args.evaluator})", {"importance": df})
     if args.command == "mcnemar":
-        return reports.mcnemar_report(tables, args.trial_a, args.trial_b)
-    return reports.bootstrap_report(tables, args.trial, args.n_boot, args.level, args.seed)
+        return aggregate.mcnemar_report(tables, args.trial_a, args.trial_b)
+    return aggregate.bootstrap_report(tables, args.trial, args.n_boot, args.level, args.seed)
 
 
 def main(argv: list[str] | None = None) -> int:

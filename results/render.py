@@ -11,7 +11,7 @@ from typing import Any
 
 import pandas as pd
 
-from results.reports import Report
+from results.aggregate import Report
 
 FORMATS = ("table", "csv", "markdown", "json")
 

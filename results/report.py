@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from results import reports
+from results import aggregate
+from results.aggregate import Report, ReportError
 from results.figures import png_bytes, standard_figures
 from results.paper_tables import PAPER_TABLES
 from results.render import html_table
-from results.reports import Report, ReportError
 from results.storage import is_uri
 from results.tables import MergeError, SchemaError, load
 
@@ -46,14 +46,14 @@ def _section(report: Report) -> str:
 
 def sections(tables: dict[str, pd.DataFrame]) -> list[Report]:
     """The reports the page shows: studies, leaderboard, a comparison, the papers' tables."""
-    out = [reports.overview(tables), reports.leaderboard(tables)]
+    out = [aggregate.overview(tables), aggregate.leaderboard(tables)]
     trials = tables["trials"]
-    axes = [k for k in reports.varying(trials) if trials[k].nunique() > 1]
+    axes = [k for k in aggregate.varying(trials) if trials[k].nunique() > 1]
     if axes and trials["test_accuracy"].notna().any():
-        out.append(reports.compare(tables, axes[0], axes[1] if len(axes) > 1 else None))
+        out.append(aggregate.compare(tables, axes[0], axes[1] if len(axes) > 1 else None))
     for space in sorted(set(tables["studies"]["space"])):
         if space in PAPER_TABLES:
-            out.append(reports.paper(tables, space))
+            out.append(aggregate.paper(tables, space))
     return out
 
 

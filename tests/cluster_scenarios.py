@@ -79,7 +79,7 @@ def data_folder(workdir: Path, given: Path | None, n_train: int) -> Path:
     if given is not None:
         return given
     sys.path.insert(0, str(REPO / "tests"))
-    from conftest import write_cifake_folder
+    from helpers import write_cifake_folder
 
     return write_cifake_folder(workdir / "data", n_train=n_train, n_test=16, size=16)
 

@@ -1,15 +1,27 @@
-"""Shared fixtures: one real local Ray for the session, tiny real image folders, a tiny study."""
+"""Shared fixtures: one real local Ray for the session, tiny real image folders, a tiny study.
+
+Plain helper functions live in ``helpers.py``; this file holds fixtures, and the hook that
+marks the tests using the costly ones `slow`.
+"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
+from helpers import write_cifake_folder
 
-REPO = Path(__file__).resolve().parents[1]
-CIFAKE_ZIP = REPO.parent / "shared" / "data" / "cifake-train.zip"
+# Fixtures that cost tens of seconds on 2 cores the first time a session needs them (a real
+# Ray, a Ray study, the sample data's build, in-process training): a test that uses any of them,
+# directly or through another fixture, is `slow`, so `pytest -m "not slow"` never builds them.
+SLOW_FIXTURES = frozenset({"ray_session", "tiny_study", "small_sample", "trained_states"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -30,38 +42,6 @@ def ray_session():
     ray.shutdown()
 
 
-def smooth_image(rng: np.random.Generator, size: int) -> np.ndarray:
-    """A 'photograph': a smooth random colour field (upsampled 4x4 noise)."""
-    from PIL import Image
-
-    small = rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)
-    return np.asarray(Image.fromarray(small).resize((size, size), Image.Resampling.BICUBIC))
-
-
-def generated_image(rng: np.random.Generator, size: int) -> np.ndarray:
-    """A 'generated' image: the same kind of field with a periodic high-frequency pattern."""
-    base = smooth_image(rng, size).astype(np.int16)
-    checker = (np.indices((size, size)).sum(0) % 2 * 2 - 1)[..., None] * 24
-    return np.clip(base + checker, 0, 255).astype(np.uint8)
-
-
-def write_cifake_folder(root: Path, n_train: int = 48, n_test: int = 16, size: int = 16,
-                        seed: int = 0) -> Path:
-    """A real CIFAKE-layout folder of JPEG/PNG files: train/ and test/, REAL/ and FAKE/."""
-    from PIL import Image
-
-    rng = np.random.default_rng(seed)
-    for split, n in (("train", n_train), ("test", n_test)):
-        for label, make in (("REAL", smooth_image), ("FAKE", generated_image)):
-            folder = root / split / label
-            folder.mkdir(parents=True, exist_ok=True)
-            for i in range(n):
-                # PNG keeps the generated pattern exact; JPEG (as CIFAKE) for the real ones.
-                ext = "png" if label == "FAKE" else "jpg"
-                Image.fromarray(make(rng, size)).save(folder / f"{i}.{ext}")
-    return root
-
-
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_cifake_folder(tmp_path_factory.mktemp("tiny") / "cifake")
@@ -73,18 +53,6 @@ def data(tiny_data: Path):
     from trainables.ingest import load_dataset
 
     return load_dataset(tiny_data, progress=False)
-
-
-def snapshot(state: dict) -> dict:
-    """A copy of a checkpoint state as it would be on disk (state tensors alias the live model)."""
-    import io
-
-    import torch
-
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    buf.seek(0)
-    return torch.load(buf, weights_only=False)
 
 
 @pytest.fixture(scope="session")

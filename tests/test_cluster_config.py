@@ -12,6 +12,7 @@ test failure.
 from __future__ import annotations
 
 import copy
+import fnmatch
 import itertools
 import json
 import os
@@ -291,6 +292,87 @@ def test_placeholders_are_marked(path: Path) -> None:
     for number, line in enumerate(path.read_text().splitlines(), 1):
         if "REPLACE_ME" in line:
             assert "FILL IN" in line, f"{path.name}:{number} has an unmarked placeholder"
+
+
+# --------------------------------------------------------------------------------------------
+# What `ray up` copies to every node
+
+# Local bulk that must stay on the machine `ray up` runs on (paths relative to the repository).
+LOCAL_BULK = [
+    ".venv/lib/python3.11/site-packages/torch/lib/libtorch_cpu.so",  # the Quick start's venv
+    "venv/bin/python",
+    ".git/objects/pack/pack-0.pack",
+    "studies/grid1/trials.parquet",
+    "results/__pycache__/sql.cpython-311.pyc",
+    "tests/__pycache__/conftest.cpython-311-pytest-9.2.0.pyc",
+    "cifake_study.egg-info/PKG-INFO",
+    "build/lib/results/sql.py",
+    "dist/cifake_study-0.1.0-py3-none-any.whl",
+    "figures/learning_curves.png",
+    ".pytest_cache/v/cache/nodeids",
+    ".ruff_cache/0.5.0/123",
+    ".mypy_cache/3.11/results/sql.data.json",
+    "archive.zip",
+]
+
+
+def rsync_excluded(path: str, patterns: list[str]) -> bool:
+    """Whether ``rsync --exclude PATTERN ...`` skips ``path`` (relative to the transfer root).
+
+    Modelled on rsync(1), "INCLUDE/EXCLUDE PATTERN RULES", for simple patterns (no ``**``):
+    rsync tests each folder on the way down, so a path is skipped when any leading part of it
+    is; a pattern without a slash matches the name of that part, one with a slash its whole
+    path (from the root when it starts with one), and a trailing slash matches folders only.
+    """
+    parts = path.split("/")
+    for depth in range(1, len(parts) + 1):
+        lead, is_dir = parts[:depth], depth < len(parts)
+        for raw in patterns:
+            pattern = raw.rstrip("/")
+            if raw.endswith("/") and not is_dir:
+                continue
+            if "/" not in pattern:
+                hit = fnmatch.fnmatchcase(lead[-1], pattern)
+            elif pattern.startswith("/"):
+                hit = fnmatch.fnmatchcase("/".join(lead), pattern[1:])
+            else:
+                hit = any(fnmatch.fnmatchcase("/".join(lead[i:]), pattern) for i in range(depth))
+            if hit:
+                return True
+    return False
+
+
+def test_the_rsync_model_matches_names_at_any_depth_and_only_whole_names() -> None:
+    assert rsync_excluded("a/b/.venv/x", [".venv"]) and rsync_excluded(".venv", [".venv"])
+    assert not rsync_excluded("results/studies.py", ["studies"])
+    assert rsync_excluded("x/build/y", ["build/"]) and not rsync_excluded("x/build", ["build/"])
+    assert rsync_excluded("a/b/c", ["b/c"]) and not rsync_excluded("a/b/c", ["/b"])
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_rsync_leaves_virtual_environments_and_local_bulk_behind(path: Path) -> None:
+    config = load(path)
+    assert config["file_mounts"], f"{path.name} syncs nothing"
+    excludes = config["rsync_exclude"]
+    assert not any("**" in p for p in excludes), "rsync_excluded() models simple patterns only"
+    synced = [p for p in LOCAL_BULK if not rsync_excluded(p, excludes)]
+    assert synced == [], f"{path.name} would copy these to every node"
+    # rsync_filter adds every .gitignore's patterns (rsync --filter "dir-merge,- .gitignore").
+    assert config["rsync_filter"] == [".gitignore"]
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_rsync_still_copies_the_project(path: Path) -> None:
+    config = load(path)
+    ignored = [line.strip() for line in (REPO / ".gitignore").read_text().splitlines()
+               if line.strip() and not line.startswith("#")]
+    patterns = [*config["rsync_exclude"], *ignored]
+    sources = [p.relative_to(REPO).as_posix() for folder in (
+        "study", "trainables", "results", "search_spaces", "tests", "benchmarks", "docs")
+        for p in (REPO / folder).iterdir() if p.suffix in (".py", ".md")]
+    sources += ["pyproject.toml", "README.md", "cluster.yaml", "cluster-local.yaml"]
+    assert len(sources) > 50
+    assert [s for s in sources if rsync_excluded(s, patterns)] == []
 
 
 # --------------------------------------------------------------------------------------------

@@ -40,7 +40,7 @@ SCENARIO_TIMEOUT_S = 420  # each takes about a minute on 2 busy cores
 @pytest.fixture(scope="module")
 def cluster_data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Two CIFAKE-layout folders, ingested once here so every scenario reads the cache."""
-    from conftest import write_cifake_folder
+    from helpers import write_cifake_folder
 
     from trainables.ingest import load_dataset
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from trainables.config import ConfigError, TrainConfig
-from trainables.registry import Registry, UnknownNameError
+from trainables.registry import UnknownNameError
 
 
 def test_unknown_key_lists_the_valid_ones() -> None:
@@ -41,11 +41,3 @@ def test_config_round_trips_through_its_dict() -> None:
     config = TrainConfig(model="small_cnn", batch_size=16, augment=True)
     assert TrainConfig.from_dict(config.asdict()) == config
 
-
-def test_registry_rejects_duplicate_names() -> None:
-    reg: Registry[int] = Registry("thing")
-    reg.add("a", 1)
-    with pytest.raises(ValueError, match="registered twice"):
-        reg.add("a", 2)
-    with pytest.raises(UnknownNameError, match="known things: a"):
-        reg.get("b")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import generated_image, smooth_image, write_cifake_folder
+from helpers import generated_image, smooth_image, write_cifake_folder
 from PIL import Image
 
 from trainables.dataset import DataError, describe, make_splits, select_generators

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from test_results_tables import outcome, write
+from helpers import outcome, write
 
 import results
 from results.migrate import main as migrate_main

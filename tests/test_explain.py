@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import smooth_image
+from helpers import smooth_image
 from PIL import Image
 from torch import nn
 
@@ -58,6 +58,7 @@ def quadrant_data(n: int = 64, size: int = 16, seed: int = 0) -> ImageSet:
     return ImageSet(np.stack(images), manifest, "quadrant", "quadrant", "generic", {})
 
 
+@pytest.mark.slow  # trains a detector: ~20 s
 def test_grad_cam_points_at_the_region_holding_the_fake_evidence() -> None:
     data = quadrant_data()
     states = []

@@ -1,22 +1,19 @@
-"""The cifake_fast model and recipe: whitening, augmentation, schedule, EMA, TTA, retraining."""
+"""The cifake_fast model and recipe: whitening, augmentation, schedule, EMA, TTA, whole-pool
+training and its search space (retraining the winner: test_train_best.py)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
-from conftest import snapshot
+from helpers import snapshot
 
 from search_spaces import SpaceError, get_space
-from study.predict import main as predict_main
 from study.run import main as run_main
-from study.train_best import main as train_best_main
 from trainables.config import ConfigError, TrainConfig
-from trainables.dataset import make_splits, origin_of_test_split, sample_subset
+from trainables.dataset import make_splits
 from trainables.fast import CifakeFast
 from trainables.inference import Detector
 from trainables.ingest import load_dataset
@@ -154,73 +151,3 @@ def test_search_space_validates_dry_runs_and_has_a_chosen_configuration(
     assert "optuna_tpe, 24 trials" in out and "rungs at epochs [2, 6]" in out
     with pytest.raises(SpaceError, match="split_ratio=1 leaves no validation"):
         space.with_overrides({"split_ratio": 1.0})
-
-
-def test_subset_is_stratified_duplicate_aware_and_named(tmp_path: Path) -> None:
-    from tests.conftest import write_cifake_folder
-
-    root = write_cifake_folder(tmp_path / "d", n_train=40, n_test=10, size=8)
-    dup = root / "train" / "FAKE"
-    (dup / "copy.png").write_bytes((dup / "0.png").read_bytes())  # a byte-identical pair
-    data = load_dataset(root, progress=False)
-    sub = sample_subset(data, 50, seed=0)
-    full = data.manifest.groupby(["split", "label"]).size()
-    counts = sub.manifest.groupby(["split", "label"]).size()
-    ratio = 50 / len(data.manifest)
-    assert list(counts.index) == list(full.index)  # every split and label keeps a share
-    # Within the size of the largest duplicate group (2), which moves as one.
-    assert ((counts - full * ratio).abs() <= 2).all(), (counts, full)
-    assert abs(len(sub.manifest) - 50) <= 3
-    paths = set(sub.manifest["path"])
-    assert ("train/FAKE/0.png" in paths) == ("train/FAKE/copy.png" in paths)
-    assert sub.fingerprint != data.fingerprint and "subset of 50" in sub.source
-    assert sample_subset(data, 50, seed=0).manifest["path"].tolist() == \
-        sub.manifest["path"].tolist()
-    with pytest.raises(ValueError, match="subset of 1 images is impossible"):
-        sample_subset(data, 1)
-
-
-def test_train_best_retrains_on_the_whole_pool_and_predict_loads_it(
-        tiny_data: Path, tiny_study: Path, tmp_path: Path,
-        capsys: pytest.CaptureFixture) -> None:
-    out = tmp_path / "model"
-    code = train_best_main(["--space", "cifake_fast_search", "--data", str(tiny_data),
-                            "--set", "epochs=2", "--set", "image_size=16",
-                            "--out", str(out)])
-    assert code == 0
-    printed = capsys.readouterr().out
-    assert "scored on the data's own test split" in printed
-    curve = pd.read_parquet(out / "curve.parquet")
-    assert curve["epoch"].tolist() == [1, 2]
-    assert (curve["wall_seconds"].diff().dropna() > 0).all()
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["n_val"] == 0 and summary["n_train"] == 96 and summary["n_test"] == 32
-    assert summary["config"]["split_ratio"] == 1.0
-    assert summary["test_accuracy"] == pytest.approx(curve["test_accuracy"].iloc[-1])
-    assert predict_main([str(tiny_data / "test" / "FAKE"), "--checkpoint",
-                         str(out / "checkpoint.pt")]) == 0
-    assert "16 image(s)" in capsys.readouterr().out
-    # --study: the best trial of a finished study, with a validation set kept on request.
-    code = train_best_main(["--study", str(tiny_study), "--data", str(tiny_data),
-                            "--set", "epochs=1", "--validation", "0.25",
-                            "--out", str(tmp_path / "from_study")])
-    assert code == 0
-    summary = json.loads((tmp_path / "from_study" / "summary.json").read_text())
-    assert "best trial" in summary["origin"] and summary["n_val"] == 24
-
-
-def test_train_best_errors_name_the_fix(tiny_data: Path, capsys: pytest.CaptureFixture) -> None:
-    assert train_best_main(["--space", "quickstart", "--data", str(tiny_data)]) == 2
-    assert "no chosen configuration yet" in capsys.readouterr().err
-    assert train_best_main(["--space", "cifake_fast_search", "--data", str(tiny_data),
-                            "--validation", "1.5"]) == 2
-    assert "--validation 1.5 must lie in [0, 1)" in capsys.readouterr().err
-
-
-def test_carved_holdout_is_reported_as_such(tmp_path: Path, tiny_data: Path) -> None:
-    import shutil
-
-    only_train = tmp_path / "train_only"
-    shutil.copytree(tiny_data / "train", only_train / "train")
-    assert origin_of_test_split(load_dataset(only_train, progress=False)) == "holdout"
-    assert origin_of_test_split(load_dataset(tiny_data, progress=False)) == "dataset"

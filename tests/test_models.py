@@ -26,7 +26,10 @@ from trainables.model_base import AnomalyDetector, ModelSpec, count_parameters
 from trainables.models import MODELS, create_model, model_spec
 from trainables.train import train
 
-CASES = [(name, res) for name in MODELS.names() for res in model_spec(name).resolutions]
+# The ImageNet-sized models (half a GPU or more per trial) take 4-30 s a case on 2 CPU cores.
+CASES = [pytest.param(name, res, id=f"{name}-{res}",
+                      marks=[pytest.mark.slow] if model_spec(name).gpu_fraction >= 0.5 else [])
+         for name in MODELS.names() for res in model_spec(name).resolutions]
 PRETRAINED = [n for n in MODELS.names() if model_spec(n).pretrained]
 NOT_PRETRAINED = [n for n in MODELS.names() if not model_spec(n).pretrained]
 
@@ -45,7 +48,7 @@ def _model(name: str) -> nn.Module:
     return create_model(name)
 
 
-@pytest.mark.parametrize(("name", "resolution"), CASES, ids=[f"{n}-{r}" for n, r in CASES])
+@pytest.mark.parametrize(("name", "resolution"), CASES)
 def test_model_runs_forward_and_backward_at_each_declared_resolution(
     name: str, resolution: int
 ) -> None:
@@ -233,6 +236,7 @@ def _smooth_vs_noisy(n_train: int, n_test: int, size: int = 32, noise: float = 0
     return ImageSet(images, manifest, "smooth-vs-noisy", "synthetic", "generic")
 
 
+@pytest.mark.slow  # trains the VAE: ~10 s
 def test_vae_detector_trained_on_real_images_flags_noisy_fakes() -> None:
     # Noise raises the reconstruction error of even a barely trained VAE, so this checks the
     # anomaly path end to end (loss on REAL only, score direction, threshold fitted on

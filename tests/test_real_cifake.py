@@ -6,7 +6,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import CIFAKE_ZIP
+from helpers import CIFAKE_ZIP
 
 from trainables.config import TrainConfig
 from trainables.ingest import load_dataset
@@ -49,6 +49,7 @@ def test_real_cifake_images_are_ingested_as_32px_with_duplicates_reported(
     assert set(dups["label"]) <= {1}
 
 
+@pytest.mark.slow  # trains on real CIFAKE: ~15 s
 def test_small_cnn_learns_real_cifake_clearly_better_than_chance(cifake_subset: Path) -> None:
     data = load_dataset(cifake_subset, progress=False)
     metrics = train(TrainConfig(model="small_cnn", epochs=4, batch_size=32, split_ratio=0.8), data)

@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from results.aggregate import ReportError
 from results.importance import importances
 from results.query import main as query_main
-from results.reports import ReportError
 
 
 def tables(n: int = 40, seed: int = 0) -> dict[str, pd.DataFrame]:

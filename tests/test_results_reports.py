@@ -14,12 +14,12 @@ import pandas as pd
 import pytest
 
 import results
+from results.aggregate import compare, paper_layout
 from results.figures import save, standard_figures
 from results.paper_tables import PaperTable
 from results.query import main as query
 from results.render import FORMATS
 from results.report import main as report_main
-from results.reports import compare, paper_layout
 from results.tables import TrialOutcome, write_study_tables
 from trainables.metrics import auc
 from trainables.train import save_state

@@ -15,54 +15,13 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from helpers import IDS, LABELS, info, outcome, write
 
 import results
 from results.migrate import main as migrate_main
 from results.schema import KEYS, RUN_TABLES, SCHEMA_VERSION, TABLE_KEY, TABLES, VERSION_KEY
 from results.sql import connect
-from results.tables import MergeError, SchemaError, TrialOutcome, config_key, write_study_tables
-from trainables.train import save_state
-
-IDS = [f"test/{c}/{i}.png" for c in ("REAL", "FAKE") for i in range(4)]
-LABELS = [0] * 4 + [1] * 4
-
-
-def outcome(root: Path, trial_id: str, *, epochs: int = 3, seed: int = 0, batch_size: int = 32,
-            accuracy: float = 0.75, scores: list[float] | None = None, labels: bool = True
-            ) -> TrialOutcome:
-    """A trial as a study ends with it: its reported history and a real checkpoint file."""
-    history = pd.DataFrame([{
-        "epoch": e, "train_loss": 1 / e, "val_loss": 1.1 / e, "val_accuracy": 0.5 + e / 10,
-        "best_epoch": e, "best_val_loss": 1.1 / e, "test_accuracy": accuracy, "test_auc": 0.8,
-        "threshold": 0.5, "train_seconds": float(e), "wall_seconds": e + 1.0,
-        "images_per_second": 100.0 * e, "num_params": 1234, "n_train": 8, "n_val": 2,
-        "n_test": 8, "node": "node-a", "device": "cpu", "lr": 1e-3, "epoch_seconds": 1.0,
-        "stop_reason": "budget" if e == epochs else "", "restarts": 0,
-    } for e in range(1, epochs + 1)])
-    scores = scores if scores is not None else [0.1, 0.2, 0.3, 0.6, 0.4, 0.7, 0.8, 0.9]
-    folder = root / "checkpoints" / trial_id / f"checkpoint_{epochs:06d}"
-    folder.mkdir(parents=True, exist_ok=True)
-    state = {"best": {"test_scores": np.array(scores, dtype=np.float32), "threshold": 0.5},
-             "test_ids": np.array(IDS)}
-    if labels:
-        state["test_labels"] = np.array(LABELS, dtype=np.int8)
-    save_state(state, str(folder / "checkpoint.pt"))
-    config = {"model": "small_cnn", "batch_size": batch_size, "epochs": epochs, "seed": seed}
-    return TrialOutcome(trial_id, config, history, None, str(folder))
-
-
-def info(name: str, created: str = "2025-01-02T03:04:05") -> dict:
-    """What study.run writes to study.json."""
-    return {"name": name, "space": {"name": "unit", "params": {}}, "overrides": {}, "seed": 0,
-            "data_fingerprint": "abc", "data_source": "/data", "data_report": {"layout": "cifake"},
-            "created": created, "versions": {"python": "3.x", "ray": "2.x", "torch": "2.y",
-                                             "platform": "test-os"}}
-
-
-def write(study_dir: Path, study: str, outcomes: list[TrialOutcome], **kw) -> list[str]:
-    kw.setdefault("info", info(study))
-    kw.setdefault("revision", "deadbeef")
-    return write_study_tables(str(study_dir), study, outcomes, **kw)[1]
+from results.tables import MergeError, SchemaError, config_key
 
 
 def test_every_table_round_trips_with_its_declared_schema_and_version(tmp_path: Path) -> None:

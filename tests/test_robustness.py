@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import smooth_image
+from helpers import smooth_image
 from PIL import Image
 
 import results

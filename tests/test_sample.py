@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from trainables.config import TrainConfig
 from trainables.ingest import load_dataset
@@ -29,6 +30,7 @@ def test_sample_is_deterministic_for_a_seed(small_sample: Path, tmp_path: Path) 
     assert np.array_equal(a.images, b.images)
 
 
+@pytest.mark.slow  # builds the full sample data and trains the VAE: minutes
 def test_vae_detector_beats_chance_on_the_embedded_data() -> None:
     """The VAE of Bartos & Akyol, trained on REAL only, separates the autoencoder's fakes.
 

@@ -194,15 +194,15 @@ def test_invalid_per_model_or_pretrained_space_is_rejected_with_the_reason(
 
 
 def test_per_model_value_reaches_each_trial_through_tune(
-    ray_session, tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ray_session, tiny_data: Path, tmp_path: Path
 ) -> None:
     space = Space("follow", "two models, each with its own learning rate",
                   {"model": grid("small_cnn", "iacob_cnn"),
                    "lr": per_model({"small_cnn": 0.01, "iacob_cnn": 0.002})},
                   fixed={"epochs": 1, "batch_size": 16}, asha=None)
-    monkeypatch.setitem(SPACES._items, "follow", space)
-    code = main(["--space", "follow", "--data", str(tiny_data), "--storage", str(tmp_path),
-                 "--name", "f", "--quiet"])
+    with SPACES.temporarily("follow", space):
+        code = main(["--space", "follow", "--data", str(tiny_data), "--storage", str(tmp_path),
+                     "--name", "f", "--quiet"])
     assert code == 0
     trials = results.load(tmp_path / "f")["trials"]
     assert (trials["status"] == "TERMINATED").all()

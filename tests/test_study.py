@@ -70,16 +70,16 @@ def test_resume_of_an_older_study_directory_is_refused_with_the_reason(
 
 
 def test_crashed_trial_is_an_error_row_and_the_study_goes_on(
-    ray_session, tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ray_session, tiny_data: Path, tmp_path: Path
 ) -> None:
     # lr 1e20 makes SGD diverge in the first epoch: the trial raises FloatingPointError.
     space = Space("crashy", "one sane and one diverging trial",
                   {"lr": grid(0.01, 1e20)},
                   fixed={"model": "small_cnn", "optimizer": "sgd", "epochs": 2,
                          "image_size": 16, "batch_size": 16}, asha=None)
-    monkeypatch.setitem(SPACES._items, "crashy", space)
-    code = main(["--space", "crashy", "--data", str(tiny_data), "--storage", str(tmp_path),
-                 "--name", "c", "--max-failures", "0", "--quiet"])
+    with SPACES.temporarily("crashy", space):
+        code = main(["--space", "crashy", "--data", str(tiny_data), "--storage", str(tmp_path),
+                     "--name", "c", "--max-failures", "0", "--quiet"])
     assert code == 0
     trials = results.load(tmp_path / "c")["trials"].set_index("lr")
     assert trials.loc[0.01, "status"] == "TERMINATED" and trials.loc[0.01, "epochs_run"] == 2
@@ -147,11 +147,8 @@ def test_resume_after_driver_is_killed_finishes_without_losing_or_duplicating_tr
     assert (tmp_path / "r" / "study.json").exists()
     assert not (tmp_path / "r" / "trials.parquet").exists()
 
-    SPACES._items["resumable"] = space
-    try:
+    with SPACES.temporarily("resumable", space):
         assert main(["--space", "resumable", "--resume", *args]) == 0
-    finally:
-        del SPACES._items["resumable"]
     tables = results.load(tmp_path / "r")
     trials = tables["trials"]
     assert len(trials) == 8 and trials["trial_id"].is_unique
@@ -168,18 +165,43 @@ def test_resume_after_driver_is_killed_finishes_without_losing_or_duplicating_tr
         trials["trial_id"], len(tables["predictions"]) // 8)
 
 
-def test_tables_are_replaced_atomically(tiny_study: Path) -> None:
+def test_tables_are_replaced_atomically(study_copy: Path, monkeypatch: pytest.MonkeyPatch
+                                        ) -> None:
+    import io
+
+    import pyarrow.parquet as pq
+
     from results.tables import write_table
 
-    trials = results.load(tiny_study)["trials"]
-    write_table(trials, "trials", str(tiny_study))
-    leftovers = [p.name for p in tiny_study.iterdir() if p.name.endswith(".tmp")]
+    trials = results.load(study_copy)["trials"]
+    before = (study_copy / "trials.parquet").read_bytes()
+    real_write_table = pq.write_table
+
+    def write_half_then_fail(table, where, *args, **kwargs) -> None:
+        """A write cut short (a full disk, a crash): half the file, then an error."""
+        buf = io.BytesIO()
+        real_write_table(table, buf, *args, **kwargs)
+        with open(where, "wb") as f:
+            f.write(buf.getvalue()[: len(buf.getvalue()) // 2])
+        raise OSError("No space left on device")
+
+    # Rewriting the table with one row fewer fails half-way: the old table stays, whole.
+    monkeypatch.setattr(pq, "write_table", write_half_then_fail)
+    with pytest.raises(OSError, match="No space left"):
+        write_table(trials.iloc[1:], "trials", str(study_copy))
+    monkeypatch.undo()
+    assert (study_copy / "trials.parquet").read_bytes() == before
+    assert results.load(study_copy)["trials"].equals(trials)
+    assert [p.name for p in study_copy.iterdir() if p.name.endswith(".tmp")] == []
+
+    write_table(trials, "trials", str(study_copy))
+    leftovers = [p.name for p in study_copy.iterdir() if p.name.endswith(".tmp")]
     assert leftovers == []
-    assert pd.read_parquet(tiny_study / "trials.parquet").shape == trials.shape
+    assert pd.read_parquet(study_copy / "trials.parquet").shape == trials.shape
 
 
 def test_folded_budgets_give_exactly_the_trials_that_separate_runs_give(
-    ray_session, tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ray_session, tiny_data: Path, tmp_path: Path
 ) -> None:
     import numpy as np
 
@@ -188,12 +210,12 @@ def test_folded_budgets_give_exactly_the_trials_that_separate_runs_give(
     space = Space("folding", "two configurations x budgets 1 and 3",
                   {"batch_size": grid(16, 32), "epochs": grid(1, 3)},
                   fixed={"model": "small_cnn", "image_size": 16, "lr": 3e-3}, asha=None)
-    monkeypatch.setitem(SPACES._items, "folding", space)
     tables = {}
-    for name, extra in (("folded", []), ("separate", ["--no-fold"])):
-        assert main(["--space", "folding", "--data", str(tiny_data), "--storage", str(tmp_path),
-                     "--name", name, "--quiet", *extra]) == 0
-        tables[name] = results.load(tmp_path / name)
+    with SPACES.temporarily("folding", space):
+        for name, extra in (("folded", []), ("separate", ["--no-fold"])):
+            assert main(["--space", "folding", "--data", str(tiny_data), "--storage",
+                         str(tmp_path), "--name", name, "--quiet", *extra]) == 0
+            tables[name] = results.load(tmp_path / name)
     # Two Tune runs serve four trials; separately there is a run per trial.
     assert len(list((tmp_path / "folded").glob("*/result.json"))) == 2
     assert len(list((tmp_path / "separate").glob("*/result.json"))) == 4

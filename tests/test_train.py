@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import snapshot
+from helpers import snapshot
 
 from trainables.config import TrainConfig
 from trainables.loader import Preprocess, augment
@@ -148,6 +148,7 @@ def test_metrics_equal_scikit_learn(seed: int) -> None:
         assert m[name] == pytest.approx(expected[name], abs=1e-12), name
 
 
+@pytest.mark.slow  # a fresh interpreter importing torch: ~5 s
 def test_a_trial_process_does_not_import_scikit_learn() -> None:
     # Each Ray worker pays for its imports (time and memory, benchmarks/memory.py); the epoch
     # metrics are numpy so that scikit-learn stays out of the trial process.

@@ -1,11 +1,13 @@
 """One small name -> object registry shared by models and search spaces.
 
-Usage: ``MODELS = Registry("model"); @MODELS.register("small_cnn") def f(...): ...``
+Usage: ``MODELS = Registry("model"); @MODELS.register("small_cnn") def f(...): ...``;
+``with SPACES.temporarily("mine", space): ...`` registers an object for one block only.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -36,6 +38,19 @@ class Registry(Generic[T]):
         if name in self._items:
             raise ValueError(f"{self.kind} {name!r} is registered twice")
         self._items[name] = obj
+
+    @contextmanager
+    def temporarily(self, name: str, obj: T) -> Iterator[T]:
+        """Register ``obj`` as ``name`` inside a ``with`` block and remove it on the way out.
+
+        For tests and scripts that need a space or model of their own; a name that is already
+        registered is an error, as for ``add``, and the registered object is left alone.
+        """
+        self.add(name, obj)
+        try:
+            yield obj
+        finally:
+            del self._items[name]
 
     def get(self, name: str) -> T:
         try:

@@ -142,7 +142,8 @@ def vgg16(pretrained: bool = False, resolution: int = 32) -> nn.Module:
     features = make_layers(cfgs["D"], batch_norm=False)  # torchvision's VGG16 "features"
     if pretrained:
         weights = load_imagenet_weights(VGG16_Weights)
-        state = weights.get_state_dict(progress=True, check_hash=True)  # type: ignore[attr-defined]
+        get_state_dict = weights.get_state_dict  # type: ignore[attr-defined]
+        state = get_state_dict(progress=True, check_hash=True)
         features.load_state_dict({k.removeprefix("features."): v for k, v in state.items()
                                   if k.startswith("features.")})
     else:

@@ -1,4 +1,5 @@
-"""Reports over loaded result tables: each returns a ``Report`` of named DataFrames and notes.
+"""Aggregations of loaded result tables into reports: leaderboards, comparisons, curves, the
+papers' tables and paired statistics, each a ``Report`` of named DataFrames and notes.
 
 Usage:
     tables = results.load("studies/grid1")
@@ -6,7 +7,8 @@ Usage:
     curves(tables, "05725_00000"); paper(tables, "bartos_batch")
     mcnemar_report(tables, "a1_00000", "a1_00001"); bootstrap_report(tables, "a1_00000")
 
-``results.query`` is the command line over these functions and ``results.render`` formats them.
+``results.query`` is the command line over these functions, ``results.render`` formats them and
+``results.report`` (the HTML page command) puts several on one page.
 """
 
 from __future__ import annotations
