@@ -105,7 +105,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="do not mirror the study into an Optuna study")
     p.add_argument("--dry-run", action="store_true",
                    help="print the trials, ASHA rungs and resources; run nothing")
-    p.add_argument("--quiet", action="store_true", help="less progress output")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--progress-interval", type=float, default=30.0, metavar="S",
+                   help="seconds between progress lines (default 30)")
     add_trust_arg(p)
     add_plugin_arg(p)
     args = p.parse_args(argv)
@@ -317,6 +319,10 @@ def run(args: argparse.Namespace) -> int:
         ledger = InterruptLedger()
         hide_tune_restore_hint()
         callbacks: list[Any] = [storage_guard(path), ledger]
+        if not args.quiet:
+            from study.progress import ProgressLine
+
+            callbacks.append(ProgressLine(space, args.progress_interval))
         mirror_at = optuna_location(args, path)
         if mirror_at:
             from study.optuna_mirror import OptunaMirror
@@ -329,13 +335,7 @@ def run(args: argparse.Namespace) -> int:
             # Two kept checkpoints: the newest, plus one to fall back on; each holds the best
             # weights and test scores so far, so nothing older is needed.
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-            progress_reporter=tune.CLIReporter(
-                parameter_columns=list(space.params),
-                metric_columns=["epoch", "train_loss", "val_loss", "val_accuracy",
-                                "test_accuracy", "stop_reason"],
-                max_report_frequency=30, sort_by_metric=True,
-            ),
-            verbose=0 if args.quiet else 1,
+            verbose=0,  # one progress line per interval instead (study.progress)
             callbacks=callbacks,
         )
         if args.resume:

@@ -113,3 +113,21 @@ def test_optuna_dashboard_serves_the_study_over_http(tiny_study: Path) -> None:
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_progress_lines_count_runs_and_name_the_best_and_quiet_stays_quiet(
+        ray_session, tiny_data: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    import re
+
+    args = ["--space", "quickstart", "--data", str(tiny_data), "--storage", str(tmp_path),
+            "--set", "epochs=2", "--set", "image_size=16", "--no-optuna"]
+    assert main([*args, "--name", "loud", "--progress-interval", "0"]) == 0
+    out = capfd.readouterr().out
+    stamp = re.compile(r"\[\d\d:\d\d:\d\d\] \d+ s  runs:")
+    lines = [line for line in out.splitlines() if stamp.match(line)]
+    assert lines, out[-2000:]
+    assert re.search(r"runs: 6 done \(\d cut by ASHA, 0 failed\), 0 running, 0 pending; "
+                     r"best val_accuracy \d\.\d{4} \(\w+_\d{5}, epoch \d\)", lines[-1])
+    assert main([*args, "--name", "quiet", "--quiet"]) == 0
+    assert "runs:" not in capfd.readouterr().out
