@@ -342,6 +342,8 @@ def paper_layout(trials: pd.DataFrame, table: PaperTable, agg: str = "max") -> p
         for ck in table.col_keys:
             metric: str | None = table.metric
             sel = trials
+            for column, value in table.where.items():
+                sel = _select(sel, column, (value,))
             for axis, key in ((table.rows, rk), (table.cols, ck)):
                 if axis == "metric":
                     ours = table.matches(key)

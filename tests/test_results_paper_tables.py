@@ -5,6 +5,7 @@ Usage: ``python -m pytest tests/test_results_paper_tables.py`` (seconds).
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 
 from results.paper_tables import PAPER_TABLES, PaperTable, paper_tables
@@ -72,3 +73,47 @@ def test_a_cell_outside_the_layout_is_rejected() -> None:
     with pytest.raises(ValueError, match="outside the layout"):
         PaperTable(space="x", source="s", rows="batch_size", cols="model", row_keys=(16,),
                    col_keys=("a",), values={(32, "a"): 0.5}).validate()
+
+
+def _trials(rows: list[dict]) -> pd.DataFrame:
+    """Trials rows as a finished study writes them (every column of the schema)."""
+    from results.tables import empty
+
+    base = {"study": "s", "status": "TERMINATED", "stop_reason": "budget", "seed": 0}
+    new = pd.DataFrame([{**base, "trial_id": f"t{i}", "config_key": f"k{i}", **r}
+                        for i, r in enumerate(rows)])
+    return new.reindex(columns=list(dict.fromkeys([*empty("trials").columns, *new.columns])))
+
+
+def test_bartos_table_2_takes_only_the_50_epoch_trials() -> None:
+    from results.aggregate import paper_layout
+
+    (table,) = paper_tables("bartos_batch")
+    trials = _trials([{"model": "resnet18_cifar", "batch_size": 16, "epochs": 50,
+                       "test_accuracy": 0.90},
+                      {"model": "resnet18_cifar", "batch_size": 16, "epochs": 80,
+                       "test_accuracy": 0.99}])
+    layout = paper_layout(trials, table).set_index("batch_size")
+    assert layout.loc[16, "ResNet ours"].startswith("0.900")  # not the 80-epoch 0.99
+
+
+def test_bartos_table_1_compares_validation_accuracy() -> None:
+    from results.aggregate import paper_layout
+
+    (table,) = paper_tables("bartos_split")
+    trials = _trials([{"model": "resnet18", "split_ratio": 0.7, "epochs": 50,
+                       "best_val_accuracy": 0.86, "test_accuracy": 0.5}])
+    assert paper_layout(trials, table).set_index("split_ratio").loc[
+        0.7, "ResNet ours"].startswith("0.860")
+
+
+def test_kumar_custom_cnn_row_is_filled_by_the_custom_cnn_the_space_runs() -> None:
+    from results.aggregate import paper_layout
+    from search_spaces import get_space
+
+    (table,) = paper_tables("kumar_resnet18")
+    assert set(get_space("kumar_resnet18").models()) == {"resnet18", "iacob_cnn"}
+    trials = _trials([{"model": "iacob_cnn", "test_accuracy": 0.93, "test_precision": 0.9,
+                       "test_recall": 0.95, "test_f1": 0.92}])
+    row = paper_layout(trials, table).set_index("model").loc["Custom CNN"]
+    assert row["Accuracy ours"].startswith("0.930") and row["Accuracy paper"] == 0.9511
