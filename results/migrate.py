@@ -2,7 +2,8 @@
 
 Usage: ``python -m results.migrate studies/grid1 [studies/grid2 ...]``
 
-v3 -> v4: ``trials`` gains ``checkpoint``, each trial's newest checkpoint folder relative to the
+v3 -> v4: ``trials`` gains ``normalize`` (at ``"model"``, how v3 trained; ``config_key`` is
+recomputed) and ``checkpoint``, each trial's newest checkpoint folder relative to the
 study directory. Newer studies record it as they end; for older ones it is found here, once, from
 Tune's folder layout (``<trainable>_<run id>_<n>_<params>_<date>/checkpoint_<NNNNNN>/``, or the
 trial id that a folder's ``result.json`` reports when the folder was renamed).
@@ -102,6 +103,8 @@ def find_checkpoint(study_dir: str, run_id: str) -> str | None:
 def _v3_to_v4(name: str, df: pd.DataFrame, study_dir: str) -> pd.DataFrame:
     if name != "trials":
         return df
+    # New hyperparameters (normalize) at their defaults, which are how v3 trained.
+    df = _v2_to_v3(name, df)
     # A folded budget's trial (<run>-e<budget>) lives in its run's checkpoint.
     runs = {split_trial_id(t)[0] for t in df["trial_id"]}
     found = {r: find_checkpoint(study_dir, r) for r in runs}

@@ -12,9 +12,9 @@ Versions: 1 = ``trials`` and ``epochs``; 2 adds ``trials.config_key`` and the ``
 analysis tables ``evaluations``, ``eval_predictions`` and ``robustness`` were added without
 changing any existing column: a study without them reads them as empty, so no version bump.
 3 adds the training-recipe hyperparameters (``flip``, ``translate``, ``schedule``, ``warmup``,
-``ema``, ``tta``) to ``trials``, which changes every ``config_key``. 4 adds
-``trials.checkpoint``, the folder of each trial's last checkpoint as the study recorded it (for
-older studies ``results.migrate`` finds it among Tune's trial folders).
+``ema``, ``tta``) to ``trials``, which changes every ``config_key``. 4 adds the ``normalize``
+hyperparameter and ``trials.checkpoint``, the folder of each trial's last checkpoint as the study
+recorded it (for older studies ``results.migrate`` finds it among Tune's trial folders).
 ``cross_generator`` is not a table of one study: ``study.cross_generator`` writes it to its own
 folder (``OTHER_TABLES``).
 """

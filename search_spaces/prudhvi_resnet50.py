@@ -46,6 +46,7 @@ SPACE = Space(
         "model": "resnet50_dense_head",
         "pretrained": True,  # ResNet50(weights='imagenet', ...) (cell 10.4)
         "image_size": 32,  # image_size=(32, 32) (cell 10.3)
+        "normalize": "unit",  # Rescaling(1./255), not ImageNet's mean/std
         "optimizer": "adam",
         "lr": 1e-3,  # initial_learning_rate = 0.001 (cell 10.5)
         "lr_decay": 0.95,  # lr * 0.95 each epoch (cell 10.5)

@@ -25,6 +25,8 @@ Judgement calls, with the paper's evidence:
 * Early stopping restores the best weights; Keras' default ``restore_best_weights=False`` would
   keep the last, but our test metrics are always those of the lowest validation loss.
 * No ASHA: early stopping (patience 2) is the paper's only stopping rule.
+* Normalisation: every input is divided by 255, VGG16 included (their ``rescale=1./255``), so
+  ``normalize="unit"`` overrides VGG16's ImageNet mean/std.
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ SPACE = Space(
         "lr": 1e-3,  # Table 2
         "batch_size": 32,  # not stated; the Keras default
         "split_ratio": 0.8,  # 20,000 validation images, as many as their validation set
+        # "rescale=1./255" for every model, VGG16 included (their ImageDataGenerator)
+        "normalize": "unit",
     },
     asha=None,
     paper="Purba & Suparwito 2025, Classifying AI-Generated and Original Images Using a CNN "

@@ -41,3 +41,22 @@ def test_config_round_trips_through_its_dict() -> None:
     config = TrainConfig(model="small_cnn", batch_size=16, augment=True)
     assert TrainConfig.from_dict(config.asdict()) == config
 
+
+
+def test_normalisation_is_a_space_choice_and_the_papers_that_rescale_by_255_choose_it() -> None:
+    import torch
+
+    from search_spaces import get_space
+    from trainables.loader import Preprocess
+    from trainables.model_base import input_normalization
+    from trainables.models import model_spec
+
+    spec = model_spec("vgg16")
+    assert input_normalization(spec) == "imagenet"
+    assert input_normalization(spec, "unit") == "unit"
+    x = torch.full((1, 3, 32, 32), 255, dtype=torch.uint8)
+    assert Preprocess(32, input_normalization(spec, "unit"), False, False)(x).max() == 1.0
+    assert get_space("purba_cnns").fixed["normalize"] == "unit"
+    assert get_space("prudhvi_resnet50").fixed["normalize"] == "unit"
+    with pytest.raises(ConfigError, match="normalize='zscore' is impossible"):
+        TrainConfig.from_dict({"normalize": "zscore"})

@@ -57,6 +57,9 @@ class TrainConfig:
     tta: bool = False
     # Input resolution fed to the model; 0 = the model's native resolution.
     image_size: int = 0
+    # Input normalisation: "model" = the model's own (its declaration); "unit" = x / 255, as
+    # Keras' Rescaling(1/255) in the Purba and Prudhvi seeds; "imagenet" = ImageNet mean/std.
+    normalize: str = "model"
     pretrained: bool = False
     seed: int = 0
     # Speed settings: AMP applies on a GPU only; channels_last on every device.
@@ -112,6 +115,8 @@ class TrainConfig:
         need(0.0 <= self.ema < 1.0, "ema", "must lie in [0, 1) (e.g. 0.99; 0 disables it)")
         need(0 <= self.translate <= 8, "translate", "must be 0-8 pixels")
         need(self.patience >= 0, "patience", "must be >= 0 (0 disables early stopping)")
+        need(self.normalize in ("model", "unit", "imagenet"), "normalize",
+             "must be 'model' (the model's own), 'unit' (x/255) or 'imagenet'")
         need(
             self.image_size == 0 or 8 <= self.image_size <= 512,
             "image_size",

@@ -27,7 +27,7 @@ from trainables.config import TrainConfig
 from trainables.dataset import DataError
 from trainables.images import IMAGE_SUFFIXES, SYSTEM_FILES, fit_square
 from trainables.loader import Preprocess, to_device_uint8
-from trainables.model_base import AnomalyDetector
+from trainables.model_base import AnomalyDetector, input_normalization
 from trainables.models import model_spec
 from trainables.train import classify, model_from_state, select_device, weights_of
 
@@ -59,7 +59,8 @@ class Detector:
         for p in model.parameters():
             p.requires_grad_(False)  # attacks and Grad-CAM need input gradients only
         spec = model_spec(config.model)
-        prep = Preprocess(config.image_size or spec.resolution, spec.normalize, False, False)
+        prep = Preprocess(config.image_size or spec.resolution,
+                          input_normalization(spec, config.normalize), False, False)
         threshold = float((state.get("best") or {}).get("threshold", 0.5))
         return cls(model, config, prep, threshold, isinstance(model, AnomalyDetector), dev,
                    weights_of(state))

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import nn
@@ -56,6 +56,12 @@ def declare_model(
                          gpu_fraction, pretrained, doc[0] if doc else "")
 
     return decorator
+
+
+def input_normalization(spec: ModelSpec, choice: str = "model") -> Any:
+    """What a trial normalises its inputs with: the model's own, unless a space chose
+    ``"unit"`` or ``"imagenet"`` (TrainConfig.normalize) as its paper did."""
+    return spec.normalize if choice == "model" else choice
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -27,7 +27,7 @@ from trainables.config import ConfigError, TrainConfig
 from trainables.dataset import ImageSet, make_splits
 from trainables.loader import Preprocess, batch_count, batches, resident_images
 from trainables.metrics import METRIC_NAMES, auc, best_threshold, classification_metrics
-from trainables.model_base import AnomalyDetector, count_parameters
+from trainables.model_base import AnomalyDetector, count_parameters, input_normalization
 from trainables.models import create_model, model_spec
 
 EpochCallback = Callable[[dict[str, Any], Callable[[], dict[str, Any]]], None]
@@ -76,9 +76,10 @@ class _Run:
         self.y = {k: labels[getattr(self.splits, k)].to(device) for k in ("train", "val", "test")}
         self.test_ids = data.manifest["path"].to_numpy()[self.splits.test]
         self.test_labels = data.labels[self.splits.test].astype(np.int8)  # 0 REAL, 1 FAKE
-        self.prep_train = Preprocess(self.resolution, spec.normalize, self.channels_last,
+        norm = input_normalization(spec, config.normalize)
+        self.prep_train = Preprocess(self.resolution, norm, self.channels_last,
                                      config.augment, config.flip, config.translate)
-        self.prep_eval = Preprocess(self.resolution, spec.normalize, self.channels_last, False)
+        self.prep_eval = Preprocess(self.resolution, norm, self.channels_last, False)
 
         torch.manual_seed(config.seed)
         self.model = create_model(config.model, pretrained=config.pretrained).to(device)
