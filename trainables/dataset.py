@@ -119,6 +119,12 @@ def describe(data: ImageSet) -> str:
             f"duplicates ({r['duplicate_groups_across_splits']} groups span train and test); "
             "each group is kept on one side of every train/validation split"
         )
+    if r.get("resized_images"):
+        sizes = ", ".join(f"{k}: {v}" for k, v in r.get("image_sizes", {}).items())
+        lines.append(f"  {r['resized_images']} image(s) of another size were centre-cropped and "
+                     f"resized to {r['image_size']}px" + (f" (sizes {sizes})" if sizes else ""))
+    if r.get("followed_symlinks"):
+        lines.append(f"  followed {len(r['followed_symlinks'])} symbolic link(s)")
     if r["skipped_bad_files"]:
         lines.append(f"  skipped {len(r['skipped_bad_files'])} unreadable file(s) (--skip-bad)")
     if r["ignored_system_files"]:

@@ -25,7 +25,7 @@ from torch import nn
 
 from trainables.config import TrainConfig
 from trainables.dataset import DataError
-from trainables.images import IMAGE_SUFFIXES, SYSTEM_FILES, fit_square
+from trainables.images import IMAGE_SUFFIXES, SYSTEM_FILES, decode_images, fit_square
 from trainables.loader import Preprocess, to_device_uint8
 from trainables.model_base import AnomalyDetector, input_normalization
 from trainables.models import model_spec
@@ -137,20 +137,27 @@ def read_images(paths: Sequence[Path], size: int, skip_bad: bool = False
                 ) -> tuple[np.ndarray, list[Path], list[tuple[Path, str]]]:
     """Decode, centre-crop to a square and resize to ``size`` exactly as ingest does.
 
-    Returns (images, the paths read, [(path, error)] of the bad ones). Unreadable files raise
+    The same functions as the ingest (``trainables.images``), so a file gives the pixels it gave
+    in training: EXIF orientation applied, 16-bit images scaled to 8 bits. Returns (images, the
+    paths read, [(path, error)] of the bad ones). Unreadable files raise
     ``UnreadableImageError`` naming each of them, unless ``skip_bad``.
     """
-    from PIL import Image
-
     images, good, bad = [], [], []
     for path in paths:
         try:
-            with Image.open(path) as im:
-                array = np.asarray(im.convert("RGB"), dtype=np.uint8)
-            images.append(fit_square(array, size))
+            blob = path.read_bytes()
+        except OSError as exc:
+            bad.append((path, f"cannot be read: {exc.strerror or exc}"))
+            continue
+        decoded, errors = decode_images([path.name], [blob], by_suffix=False)
+        if errors:
+            bad.append((path, errors[0]))
+            continue
+        try:
+            images.append(fit_square(decoded[0], size))
             good.append(path)
-        except Exception as exc:  # any decoder failure is a bad file, named
-            bad.append((path, f"{type(exc).__name__}: {exc}"))
+        except Exception as exc:  # any resize failure is a bad file, named
+            bad.append((path, f"cannot be resized: {type(exc).__name__}: {exc}"))
     if bad and not skip_bad:
         shown = "\n".join(f"  {p}: {e}" for p, e in bad[:20])
         more = f"\n  ... and {len(bad) - 20} more" if len(bad) > 20 else ""
