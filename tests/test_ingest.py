@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import generated_image, smooth_image, write_cifake_folder
+from helpers import generated_image, smooth_image, write_cifake_folder
 from PIL import Image, ImageOps
 
 from trainables.dataset import DataError, describe
