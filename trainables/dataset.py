@@ -34,7 +34,8 @@ class ImageSet:
     """Decoded images with one manifest row each; label 0 = REAL, 1 = FAKE."""
 
     images: np.ndarray  # (N, H, W, 3) uint8
-    manifest: pd.DataFrame  # path, label, split ("train" | "test"), generator, content_hash
+    # path, label, split ("train" | "test"), generator, content_hash, group ("" = none)
+    manifest: pd.DataFrame
     fingerprint: str
     source: str
     layout: str
@@ -77,16 +78,26 @@ def _group_split(
     """
     rng = np.random.default_rng(seed)
     labels = manifest["label"].to_numpy()[idx]
-    hashes = manifest["content_hash"].to_numpy()[idx]
+    # A manifest's group keeps its images together; otherwise identical bytes do.
+    keys = manifest["content_hash"].astype(str)
+    if "group" in manifest.columns:
+        named = manifest["group"].fillna("").astype(str)
+        keys = keys.where(named == "", "group:" + named)
+    hashes = keys.to_numpy()[idx]
+    decided: dict[str, bool] = {}  # a group spanning both labels goes where it went first
     first, second = [], []
     for label in np.unique(labels):
         mine = idx[labels == label]
-        _, group, counts = np.unique(
+        names, group, counts = np.unique(
             hashes[labels == label], return_inverse=True, return_counts=True)
-        order = rng.permutation(len(counts))
-        take = np.cumsum(counts[order]) <= round(ratio * len(mine))
         chosen = np.zeros(len(counts), dtype=bool)
+        known = np.array([n in decided for n in names], dtype=bool)
+        chosen[known] = [decided[n] for n in names[known]]
+        room = round(ratio * len(mine)) - int(counts[chosen].sum())
+        order = rng.permutation(np.flatnonzero(~known))
+        take = np.cumsum(counts[order]) <= room
         chosen[order[take]] = True
+        decided.update(zip(names.tolist(), chosen.tolist(), strict=True))
         first.append(mine[chosen[group]])
         second.append(mine[~chosen[group]])
     return np.sort(np.concatenate(first)), np.sort(np.concatenate(second))

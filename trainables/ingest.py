@@ -32,6 +32,7 @@ import pandas as pd
 from trainables.dataset import CLASS_NAMES, DataError, ImageSet, holdout_split
 from trainables.images import decode_images, fit_square, image_size_of
 from trainables.layouts import detect_layout
+from trainables.manifest import is_manifest, manifest_digest, read_manifest
 from trainables.sources import Source, UnreadableFileError
 
 # 2: folders keyed on their bytes (not modification times); no image size = the dominant size.
@@ -175,8 +176,10 @@ def _bad_files_error(path: Path, bad: list[tuple[str, str]]) -> DataError:
 # Public API
 
 
-def _fingerprint(source: Source, image_size: int | None, skip_bad: bool) -> str:
+def _fingerprint(source: Source, image_size: int | None, skip_bad: bool,
+                 extra: bytes = b"") -> str:
     h = hashlib.sha256(f"v{CACHE_FORMAT}:{image_size}:{skip_bad}".encode())
+    h.update(extra)  # a manifest's own bytes: its labels and splits are the data too
     h.update(source.content_digest())
     return h.hexdigest()[:20]
 
@@ -187,7 +190,12 @@ def fingerprint_of(path: str | os.PathLike[str], image_size: int | None = None,
 
     Lets a later command check that a study's data source is still the data it trained on.
     """
-    return _fingerprint(Source(Path(path).expanduser().resolve()), image_size, skip_bad)
+    path = Path(path).expanduser().resolve()
+    if is_manifest(path):
+        entries, _, raw = read_manifest(path)
+        return _fingerprint(Source.of_files(path.parent, [e.path for e in entries]), image_size,
+                            skip_bad, manifest_digest(raw))
+    return _fingerprint(Source(path), image_size, skip_bad)
 
 
 def load_dataset(
@@ -210,8 +218,14 @@ def load_dataset(
     path = given.resolve()
     if not path.exists():
         raise DataError(f"data path {given} does not exist; pass a folder, a .zip, or 'sample'")
-    source = Source(path)
-    fingerprint = _fingerprint(source, image_size, skip_bad)
+    manifest_entries = None
+    if is_manifest(path):
+        manifest_entries, groups, raw = read_manifest(path)
+        source = Source.of_files(path.parent, [e.path for e in manifest_entries])
+        fingerprint = _fingerprint(source, image_size, skip_bad, manifest_digest(raw))
+    else:
+        source = Source(path)
+        fingerprint = _fingerprint(source, image_size, skip_bad)
     cache = Path(cache_dir) if cache_dir else cache_root() / "ingest"
     entry_dir = cache / fingerprint
     if (entry_dir / "meta.json").exists():
@@ -220,10 +234,16 @@ def load_dataset(
     listing = source.listing()
     if listing.bad and not skip_bad:  # broken links and the like: known before decoding
         raise _bad_files_error(given, listing.bad)
-    try:
-        layout, entries, ignored = detect_layout(listing.files)
-    except DataError as exc:  # the layout's messages name folders inside the source: say which
-        raise DataError(f"{given}: {exc}") from None
+    if manifest_entries is not None:
+        layout, ignored = "manifest", []
+        present = set(listing.files)
+        entries = [e for e in manifest_entries if e.path in present]
+    else:
+        groups = {}
+        try:
+            layout, entries, ignored = detect_layout(listing.files)
+        except DataError as exc:  # the layout's messages name folders inside the source
+            raise DataError(f"{given}: {exc}") from None
     names = [e.path for e in entries]
     sizes: Counter[tuple[int, int]] = Counter()
     if image_size:
@@ -247,6 +267,8 @@ def load_dataset(
             "split": [e.split for e in entries],
             "generator": [e.generator for e in entries],
             "content_hash": hashes,
+            # Images that must stay together (a manifest's group column; "" = none).
+            "group": [groups.get(n, "") for n in names],
         }
     )[keep].reset_index(drop=True)
     if not keep.all():

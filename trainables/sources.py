@@ -62,6 +62,24 @@ class Source:
         if self.is_zip:
             _check_archive(path)
 
+    @classmethod
+    def of_files(cls, root: Path, files: list[str]) -> Source:
+        """The folder ``root`` restricted to ``files`` (a manifest's paths, relative to it);
+        a listed file that is missing or not a file is a bad file, named."""
+        source = cls(root)
+        present, bad = [], []
+        for rel in files:
+            target = root / rel
+            if target.is_file():
+                present.append(rel)
+            elif target.is_symlink() and not target.exists():
+                bad.append((rel, "a broken symbolic link (listed in the manifest)"))
+            else:
+                bad.append((rel, "listed in the manifest but missing" if not target.exists()
+                            else "listed in the manifest but not a file"))
+        source._listing = Listing(sorted(present), bad)
+        return source
+
     def _open(self) -> zipfile.ZipFile:
         if self._zip is None:
             try:
