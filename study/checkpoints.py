@@ -50,7 +50,8 @@ class TrialRef:
 
 
 def add_common_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", help="cpu (default), cuda or mps")
+    p.add_argument("--device", default="cpu",
+                   help="cpu (default), cuda or mps; cuda falls back to the CPU without a GPU")
 
 
 def trials_table(study_dir: str) -> pd.DataFrame:

@@ -150,3 +150,15 @@ def test_robustness_of_a_study_whose_data_moved_says_pass_data(
     assert main([str(study_copy), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "/nowhere" in err and "is not there" in err and "--data" in err
+
+
+def test_analysis_commands_default_to_the_cpu_as_their_help_says() -> None:
+    import study.evaluate
+    import study.explain
+    import study.predict
+    import study.robustness
+
+    for module, argv in ((study.evaluate, ["s", "--data", "d"]), (study.explain, ["s"]),
+                         (study.robustness, ["s"]), (study.predict, ["p", "--study", "s"])):
+        assert module.parse_args(argv).device == "cpu", module.__name__
+        assert module.parse_args([*argv, "--device", "cuda"]).device == "cuda"
