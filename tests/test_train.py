@@ -11,6 +11,8 @@ import torch
 from conftest import snapshot
 
 from trainables.config import TrainConfig
+from trainables.data import make_splits
+from trainables.inference import Detector
 from trainables.loader import Preprocess, augment
 from trainables.metrics import METRIC_NAMES, best_threshold, classification_metrics
 from trainables.train import load_state, model_from_state, save_state, select_device, train
@@ -54,6 +56,20 @@ def test_resume_continues_from_saved_epoch(data, tmp_path: Path) -> None:
     assert [m["epoch"] for m in resumed_history] == [2, 3]
     assert resumed["val_loss"] == pytest.approx(full["val_loss"], rel=1e-6)
     assert resumed["train_loss"] == pytest.approx(full["train_loss"], rel=1e-6)
+
+
+@pytest.mark.parametrize("model", ["small_cnn", "vae_detector"])
+def test_stored_test_scores_are_what_inference_computes_under_any_autocast(data, model) -> None:
+    _, _, states = run(data, epochs=2, model=model)
+    state = states[-1]
+    test_images = data.images[make_splits(data, FAST["split_ratio"], 0).test]
+    detector = Detector.from_state(state)
+    stored = state["best"]["test_scores"]
+    np.testing.assert_allclose(detector.scores(test_images), stored, rtol=1e-6, atol=1e-6)
+    # Anomaly scores are ~100: float32 rounding (memory layout, batching) is relative.
+    # A caller under bf16 autocast (as training steps on a GPU) still gets the fp32 scores.
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        np.testing.assert_allclose(detector.scores(test_images), stored, rtol=1e-6, atol=1e-6)
 
 
 def test_checkpoint_describes_itself_and_rebuilds_the_model(data) -> None:

@@ -27,7 +27,7 @@ from trainables.config import TrainConfig
 from trainables.data import IMAGE_SUFFIXES, SYSTEM_FILES, DataError, _fit
 from trainables.loader import Preprocess, to_device_uint8
 from trainables.models import AnomalyDetector, model_spec
-from trainables.train import classify, model_from_state, select_device, weights_of
+from trainables.train import model_from_state, score_batch, select_device, weights_of
 
 EVAL_BATCH = 256
 
@@ -68,12 +68,11 @@ class Detector:
 
     # -- differentiable pieces (attacks, Grad-CAM) -------------------------------------------
     def score_unit(self, x: torch.Tensor) -> torch.Tensor:
-        """Scores (N,) of float [0, 1] NCHW images: P(FAKE), or the anomaly score."""
-        z = self.prep.from_unit(x)
-        if self.anomaly:
-            return self.model.score(z).float()
-        logits = classify(self.model, z, self.config.tta)
-        return logits.softmax(-1)[:, 1] if logits.shape[-1] == 2 else logits.view(-1).sigmoid()
+        """Scores (N,) of float [0, 1] NCHW images: P(FAKE), or the anomaly score.
+
+        ``score_batch``, as the trial's own evaluation: fp32, so they equal its stored scores.
+        """
+        return score_batch(self.model, self.prep.from_unit(x), self.anomaly, self.config.tta)[0]
 
     def decision(self, x: torch.Tensor) -> torch.Tensor:
         """A statistic (N,) that is >= ``decision_threshold`` exactly when FAKE is predicted.
@@ -82,10 +81,10 @@ class Detector:
         anomaly score for anomaly detectors. Attacks push it across the threshold; Grad-CAM
         explains it. Unlike P(FAKE) it does not saturate, so its gradients do not vanish.
         """
-        z = self.prep.from_unit(x)
-        if self.anomaly:
-            return self.model.score(z).float()
-        logits = classify(self.model, z, self.config.tta)
+        scores, logits = score_batch(self.model, self.prep.from_unit(x), self.anomaly,
+                                     self.config.tta)
+        if logits is None:
+            return scores
         return logits[:, 1] - logits[:, 0] if logits.shape[-1] == 2 else logits.view(-1)
 
     @property

@@ -25,6 +25,7 @@ from torch import nn
 
 from trainables.config import ConfigError, TrainConfig
 from trainables.data import ImageSet, make_splits
+from trainables.device import autocast_off
 from trainables.loader import Preprocess, batch_count, batches, resident_images
 from trainables.metrics import METRIC_NAMES, auc, best_threshold, classification_metrics
 from trainables.models import AnomalyDetector, count_parameters, create_model, model_spec
@@ -225,7 +226,12 @@ class _Run:
 
     @torch.no_grad()
     def evaluate(self, split: str) -> tuple[float, np.ndarray]:
-        """(mean loss, scores) over one split; scores are P(FAKE) or anomaly scores."""
+        """(mean loss, scores) over one split; scores are P(FAKE) or anomaly scores.
+
+        In fp32, without autocast: the scores are ``score_batch``'s, as inference computes
+        them, so a trial's stored test scores, its threshold and every later evaluation of its
+        checkpoint agree. Evaluation is a small part of an epoch, so fp32 costs little.
+        """
         model = self.evaluated.eval()
         y_all = self.y[split]
         # Results go into preallocated tensors rather than hundreds of small per-batch ones
@@ -233,20 +239,16 @@ class _Run:
         # the C heap of the trial process.
         scores = torch.empty(len(y_all), device=self.device)
         loss_sum = torch.zeros((), device=self.device)
+        forward = self.forward if model is self.model else model
         start = 0
         for idx in batches(len(y_all), max(self.config.batch_size, 256), False, None, self.device):
             x, y = self.prep_eval(self.batch(split, idx)), y_all[idx]
             end = start + len(idx)
-            with self._autocast():
-                if self.anomaly:
-                    loss_sum += model.loss(x, y).float() * len(idx)
-                    scores[start:end] = model.score(x).float()
-                else:
-                    forward = self.forward if model is self.model else model
-                    logits = classify(forward, x, self.config.tta)
-                    loss_sum += _eval_loss(logits, y)
-                    scores[start:end] = (logits.softmax(-1)[:, 1] if logits.shape[-1] == 2
-                                         else logits.view(-1).sigmoid())
+            scores[start:end], logits = score_batch(model if self.anomaly else forward, x,
+                                                    self.anomaly, self.config.tta)
+            with autocast_off(self.device.type):
+                loss_sum += (model.loss(x, y).float() * len(idx) if self.anomaly
+                             else _eval_loss(logits, y))
             start = end
         return float(loss_sum.item() / max(len(y_all), 1)), scores.cpu().numpy()
 
@@ -272,6 +274,23 @@ def classify(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, tta
     if tta:
         logits = (logits + model(x.flip(-1)).float()) / 2
     return logits
+
+
+def score_batch(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, anomaly: bool,
+                tta: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(scores (N,), logits or None) of model inputs ``x``: P(FAKE), or the anomaly score.
+
+    The one scoring function of training's evaluation and of inference (``Detector``): fp32
+    with autocast off, whatever the caller runs under, so the same weights give the same scores
+    in both. ``model`` is the module (anomaly detectors: its ``score``) or its compiled forward.
+    """
+    with autocast_off(x.device.type):
+        x = x.float()
+        if anomaly:
+            return model.score(x).float(), None
+        logits = classify(model, x, tta)
+        scores = logits.softmax(-1)[:, 1] if logits.shape[-1] == 2 else logits.view(-1).sigmoid()
+        return scores, logits
 
 
 def _eval_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
