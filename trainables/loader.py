@@ -15,12 +15,64 @@ import torch.nn.functional as F
 
 from trainables.models import IMAGENET_MEAN, IMAGENET_STD
 
+CHUNK_BYTES = 64 * 2**20  # staging buffer of a host-to-GPU copy: one 64 MiB pinned block
+
+
+def _as_tensor(array: np.ndarray) -> torch.Tensor:
+    with warnings.catch_warnings():
+        # Read-only (object store) memory: we only ever read it, never write.
+        warnings.filterwarnings("ignore", message=".*not writable.*")
+        return torch.from_numpy(np.ascontiguousarray(array))
+
 
 def to_device_uint8(images: np.ndarray, device: torch.device) -> torch.Tensor:
-    """(N, H, W, 3) uint8 numpy -> (N, 3, H, W) uint8 tensor on ``device``."""
-    tensor = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
-    pin = device.type == "cuda"
-    return (tensor.pin_memory() if pin else tensor).to(device, non_blocking=pin)
+    """(N, H, W, 3) uint8 numpy -> (N, 3, H, W) uint8 tensor on ``device``.
+
+    A plain (pageable) copy: inference batches are small, and pinning each one would leave a
+    pinned block per batch size in PyTorch's host allocator for the life of the process.
+    """
+    return _as_tensor(images).to(device).permute(0, 3, 1, 2)
+
+
+def copy_to_device(array: np.ndarray, device: torch.device, chunk_bytes: int = CHUNK_BYTES,
+                   pin: bool | None = None) -> torch.Tensor:
+    """``array`` as a tensor on ``device``, copied through one staging buffer of at most
+    ``chunk_bytes`` (whole rows; pinned when ``pin``, by default when ``device`` is CUDA).
+
+    ``tensor.pin_memory()`` of a whole data set would allocate a pinned copy of it that
+    PyTorch's caching host allocator rounds up to a power of two and keeps for the life of the
+    process: per trial, in a reused worker, several GiB of locked host memory. One small staging
+    buffer copies at pinned (DMA) speed and is the only pinned block left behind.
+    """
+    device = torch.device(device)
+    src = _as_tensor(array)
+    out = torch.empty(src.shape, dtype=src.dtype, device=device)
+    if not src.numel():
+        return out
+    pin = device.type == "cuda" if pin is None else pin
+    row_bytes = max(1, src[0].numel() * src.element_size())
+    rows = max(1, min(len(src), chunk_bytes // row_bytes))
+    staging = torch.empty((rows, *src.shape[1:]), dtype=src.dtype, pin_memory=pin)
+    for start in range(0, len(src), rows):
+        part = src[start : start + rows]
+        staging[: len(part)].copy_(part)
+        # Blocking, so the staging buffer is free to refill when copy_ returns.
+        out[start : start + len(part)].copy_(staging[: len(part)])
+    return out
+
+
+def pinned_host_mib() -> dict[str, float] | None:
+    """Pinned host memory held by PyTorch's caching host allocator (current and peak MiB, the
+    blocks rounded up to powers of two as allocated), or None where it cannot say: no CUDA,
+    CUDA not started in this process, or a torch without ``torch.cuda.host_memory_stats``."""
+    stats_of = getattr(torch.cuda, "host_memory_stats", None)
+    if stats_of is None or not torch.cuda.is_available() or not torch.cuda.is_initialized():
+        return None
+    stats = stats_of()
+    if "allocated_bytes.current" not in stats:
+        return None
+    return {"pinned_mib": stats["allocated_bytes.current"] / 2**20,
+            "pinned_peak_mib": stats.get("allocated_bytes.peak", 0) / 2**20}
 
 
 def resident_images(images: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -29,16 +81,15 @@ def resident_images(images: np.ndarray, device: torch.device) -> torch.Tensor:
     On the CPU this is a zero-copy view of the array, which under Ray is the object store's
     shared-memory copy: concurrent trials on a node share one data set instead of holding one
     each. On a GPU the whole set is copied to the device once per trial (uint8, 3 KB per 32x32
-    image) so batches never cross the PCIe bus.
+    image) so batches never cross the PCIe bus; the copy goes through one 64 MiB pinned
+    staging buffer (``copy_to_device``), not a pinned copy of the whole set.
     """
     if device.type == "cpu":
         with warnings.catch_warnings():
             # Read-only (object store) memory: we only ever index it, never write.
             warnings.filterwarnings("ignore", message=".*not writable.*")
             return torch.from_numpy(images)
-    pin = device.type == "cuda"
-    tensor = torch.from_numpy(np.ascontiguousarray(images))
-    return (tensor.pin_memory() if pin else tensor).to(device, non_blocking=pin)
+    return copy_to_device(images, device)
 
 
 class Preprocess:
