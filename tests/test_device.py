@@ -5,11 +5,20 @@ Usage: ``python -m pytest tests/test_device.py``
 
 from __future__ import annotations
 
+import gc
+import warnings
+import weakref
+
 import numpy as np
 import pytest
 import torch
 
+from trainables.config import TrainConfig
+from trainables.device import TrialMemory, release
 from trainables.loader import copy_to_device, pinned_host_mib, resident_images
+from trainables.train import train
+
+FAST = TrainConfig(model="small_cnn", batch_size=16, image_size=16, split_ratio=0.75, epochs=3)
 
 
 @pytest.mark.parametrize("chunk_bytes", [1, 2 * 16 * 16 * 3, 10**9])
@@ -33,3 +42,42 @@ def test_resident_images_on_the_cpu_stay_a_view_and_pinned_memory_is_unknown_the
     assert resident_images(images, torch.device("cpu")).data_ptr() == images.ctypes.data
     if not torch.cuda.is_available():
         assert pinned_host_mib() is None
+
+
+def live_tensors() -> int:
+    with warnings.catch_warnings():  # isinstance touches deprecated lazy module attributes
+        warnings.simplefilter("ignore")
+        return sum(isinstance(o, torch.Tensor) for o in gc.get_objects())
+
+
+def stopped_at_first_epoch() -> tuple[list[weakref.ref], object]:
+    """An on_epoch callback that stops the run as Tune does (SystemExit inside tune.report),
+    and weak references to the run's model, parameters and resident images."""
+    refs: list[weakref.ref] = []
+
+    def stop(metrics: dict, state) -> None:
+        run = state.__self__
+        refs.extend(weakref.ref(t) for t in (run.model, *run.model.parameters(), run.images))
+        raise SystemExit(0)
+
+    return refs, stop
+
+
+def test_a_stopped_trial_frees_its_tensors_before_the_stop_propagates(data) -> None:
+    refs, stop = stopped_at_first_epoch()
+    with pytest.raises(SystemExit), TrialMemory("cpu") as memory:
+        train(FAST, data, on_epoch=stop)
+    assert len(refs) > 3 and all(r() is None for r in refs)
+    assert memory.start == {} and memory.end == {}  # no device figures off CUDA
+
+
+def test_without_release_the_stop_keeps_the_run_alive(data) -> None:
+    refs, stop = stopped_at_first_epoch()
+    with pytest.raises(SystemExit) as info:
+        train(FAST, data, on_epoch=stop)
+    # The traceback's frames hold the run: what a reused worker's next trial would start with.
+    assert all(r() is not None for r in refs)
+    live = live_tensors()
+    release("cpu", info.value)
+    assert all(r() is None for r in refs)
+    assert live_tensors() < live

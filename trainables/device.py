@@ -1,18 +1,26 @@
-"""A trial's device: autocast scope.
+"""A trial's device: clean-up after a stop, autocast scope.
 
 Usage:
-    with autocast_off(x.device.type):     # fp32 as written, also inside an autocast region
+    with TrialMemory(device) as memory:               # frees the run's tensors however it ends
+        train(config, data, device=device, ...)
+    with autocast_off(x.device.type):                 # fp32 as written, inside autocast too
         scores = model(x.float())
 
-Framework-free (no Ray).
+Framework-free (no Ray): ``trainables.tune_adapter`` calls it around each trial.
 """
 
 from __future__ import annotations
 
 import contextlib
+import gc
+import logging
+import traceback
 from typing import Any
 
 import torch
+
+log = logging.getLogger(__name__)
+MIB = 2**20
 
 
 def autocast_off(device_type: str) -> contextlib.AbstractContextManager[Any]:
@@ -21,3 +29,64 @@ def autocast_off(device_type: str) -> contextlib.AbstractContextManager[Any]:
     if device_type in ("cuda", "cpu"):
         return torch.autocast(device_type, enabled=False)
     return contextlib.nullcontext()
+
+
+def memory_mib(device: torch.device | str) -> dict[str, float]:
+    """Allocated and reserved MiB of the caching allocator on a CUDA ``device``, else empty."""
+    device = torch.device(device)
+    if device.type != "cuda" or not torch.cuda.is_available():
+        return {}
+    return {"allocated_mib": torch.cuda.memory_allocated(device) / MIB,
+            "reserved_mib": torch.cuda.memory_reserved(device) / MIB}
+
+
+def release(device: torch.device | str, exc: BaseException | None = None) -> None:
+    """Free what a finished or stopped run held: its frames, then the allocator's cache.
+
+    An exception that ends a run (Tune stops a function trainable with ``SystemExit`` raised in
+    ``tune.report``) keeps every frame it passed through alive in its traceback, and with them
+    the run's model, optimiser and resident data set. Clearing those frames' locals first is
+    what lets ``empty_cache`` hand the memory back to a worker Tune reuses for the next trial
+    (ray-project/ray#23971 is that failure: a reused worker starts its trial with the last
+    one's memory still held).
+    """
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:  # the exception and its causes
+        seen.add(id(exc))
+        traceback.clear_frames(exc.__traceback__)
+        exc = exc.__cause__ or exc.__context__
+    gc.collect()
+    if torch.device(device).type == "cuda" and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+class TrialMemory:
+    """Context around one trial: logs its device memory at start and end, frees it at exit.
+
+    ``start`` and ``end`` hold the figures (empty off CUDA). A trial that starts with memory
+    already allocated is in a worker whose previous trial did not let go; that start is logged
+    as a warning.
+    """
+
+    def __init__(self, device: torch.device | str, name: str = "trial") -> None:
+        self.device = torch.device(device)
+        self.name = name
+        self.start: dict[str, float] = {}
+        self.end: dict[str, float] = {}
+
+    def __enter__(self) -> TrialMemory:
+        self.start = memory_mib(self.device)
+        if self.start:
+            level = logging.WARNING if self.start["allocated_mib"] > 0 else logging.INFO
+            log.log(level, "%s starts with %.0f MiB allocated, %.0f MiB reserved on %s",
+                    self.name, self.start["allocated_mib"], self.start["reserved_mib"],
+                    self.device)
+        return self
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        release(self.device, exc)
+        self.end = memory_mib(self.device)
+        if self.end:
+            log.info("%s ends with %.0f MiB allocated, %.0f MiB reserved on %s", self.name,
+                     self.end["allocated_mib"], self.end["reserved_mib"], self.device)
+        # The exception, if any, propagates (returning None): Tune must see its stop.

@@ -346,7 +346,9 @@ def train(
                 "val_loss": val_loss, "epoch": run.epoch, "threshold": threshold,
                 # Kept whether or not patience is on: the test metrics describe these weights,
                 # so evaluations, robustness and explanations of a trial must use them too.
-                "weights": copy.deepcopy(run.evaluated.state_dict()),
+                # On the CPU: a GPU copy per budget (folded runs keep several) would hold
+                # device memory for the life of the trial, and past it in a reused worker.
+                "weights": cpu_copy(run.evaluated.state_dict()),
                 "metrics": {**{f"best_val_{k}": v for k, v in val.items()},
                             **{f"test_{k}": v for k, v in test.items()}},
                 "test_scores": test_scores.astype(np.float32),
@@ -387,6 +389,12 @@ def train(
         if stop_reason:
             break
     return metrics
+
+
+def cpu_copy(state_dict: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a state dict with every tensor on the CPU (checkpoints load it anywhere)."""
+    return {k: v.detach().to("cpu", copy=True) if isinstance(v, torch.Tensor)
+            else copy.deepcopy(v) for k, v in state_dict.items()}
 
 
 def save_state(state: dict[str, Any], path: str) -> None:

@@ -18,6 +18,7 @@ from ray import tune
 
 from trainables.config import TrainConfig
 from trainables.data import ImageSet
+from trainables.device import TrialMemory
 from trainables.train import BUDGET_BEST, load_state, save_state, train
 
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -73,9 +74,8 @@ def trainable(config: dict[str, Any], data: ImageSet) -> None:
                        os.path.join(folder, CHECKPOINT_FILE))
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
-    try:
-        train(cfg, data, device=trial_device(), resume=resume, on_epoch=report)
-    finally:
-        # The worker may be reused for the next trial: hand its GPU memory back now.
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+    # The worker may be reused for the next trial: however the run ends (Tune stops it with
+    # SystemExit inside tune.report), its tensors are freed and its GPU memory handed back.
+    device = trial_device()
+    with TrialMemory(device, f"trial {tune.get_context().get_trial_id()}"):
+        train(cfg, data, device=device, resume=resume, on_epoch=report)
