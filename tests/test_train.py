@@ -190,3 +190,16 @@ def test_trainables_never_import_ray_except_the_adapter() -> None:
                 names = [node.module]
             offenders += [f"{path.name}: {n}" for n in names if n.split(".")[0] == "ray"]
     assert offenders == []
+
+
+def test_an_epochs_draws_give_each_image_its_own_augmentation() -> None:
+    prep = Preprocess(16, "imagenet", channels_last=False, augment=True, flip=True, translate=2)
+    assert prep.uniforms == 7  # translate (dy, dx), flip, augment's four
+    x = torch.randint(0, 256, (10, 3, 16, 16), dtype=torch.uint8)
+    u = prep.draw(10, torch.Generator().manual_seed(0), torch.device("cpu"))
+    assert u.shape == (10, 7)
+    # A batch's rows of the epoch's draws augment it as the whole epoch's call would.
+    whole = prep(x, u=u)
+    assert torch.equal(prep(x[3:7], u=u[3:7]), whole[3:7])
+    # The normalisation constants are built once per device, not per batch.
+    assert prep._normalisation(torch.device("cpu")) is prep._normalisation(torch.device("cpu"))

@@ -35,6 +35,9 @@ CHECKPOINT_FORMAT = 1
 BUDGET_BEST = "budget_best"  # checkpoint key: a folded run's best-so-far record per budget
 WHITENING_SAMPLE = 5000  # training images the cifake_fast stem's whitening is estimated from
 EMA_EVERY = 5  # steps between weight-average updates (airbench's lookahead period)
+# Steps between finiteness checks of the summed training loss: each check waits for the device.
+# A diverged run takes at most this many more steps before it stops with its error.
+FINITE_EVERY = 50
 
 
 def select_device(prefer: str | None = None) -> torch.device:
@@ -196,18 +199,21 @@ class _Run:
         torch.manual_seed(cfg.seed * 100_003 + self.epoch)  # dropout etc.: resumable
         gen = torch.Generator(device="cpu").manual_seed(cfg.seed * 100_003 + self.epoch)
         self.model.train()
-        total, count = 0.0, 0
         start = time.perf_counter()
         y_all = self.y["train"]
-        for idx in batches(len(y_all), cfg.batch_size, True, gen, self.device):
-            x = self.prep_train(self.batch("train", idx), gen)
+        n = len(y_all)
+        # No step waits for the host: the epoch's augmentation draws cross to the device in one
+        # copy (seeded by seed and epoch as before, so resumes stay exact), and the loss is
+        # summed on the device and checked for finiteness every FINITE_EVERY steps.
+        draws = self.prep_train.draw(n, gen, self.device) if self.prep_train.uniforms else None
+        total = torch.zeros((), device=self.device)
+        count = 0
+        for step, idx in enumerate(batches(n, cfg.batch_size, True, gen, self.device), 1):
+            u = draws[count : count + len(idx)] if draws is not None else None
+            x = self.prep_train(self.batch("train", idx), u=u)
             y = y_all[idx]
             with self._autocast():
                 loss = self._loss(x, y)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"training diverged: loss became {loss.item()} at epoch {self.epoch + 1}; "
-                    f"lower lr (now {cfg.lr})")
             self.opt.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             self.scaler.step(self.opt)
@@ -215,14 +221,24 @@ class _Run:
             if self.config.schedule == "onecycle":
                 self.sched.step()
             self._update_ema()
-            total += loss.item() * len(idx)
+            total += loss.detach().float() * len(idx)
             count += len(idx)
+            if step % FINITE_EVERY == 0:
+                self._check_finite(total)
+        self._check_finite(total)
         if self.config.schedule != "onecycle":
             self.sched.step()
         if self.device.type == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - start
-        return total / max(count, 1), seconds
+        return float(total.item()) / max(count, 1), seconds
+
+    def _check_finite(self, loss_sum: torch.Tensor) -> None:
+        """Raise if any loss summed into ``loss_sum`` (all >= 0) was inf or nan."""
+        if not torch.isfinite(loss_sum):
+            raise FloatingPointError(
+                f"training diverged: loss became {loss_sum.item()} at epoch {self.epoch + 1}; "
+                f"lower lr (now {self.config.lr})")
 
     @torch.no_grad()
     def evaluate(self, split: str) -> tuple[float, np.ndarray]:
