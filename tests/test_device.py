@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from trainables.config import TrainConfig
-from trainables.device import TrialMemory, release
+from trainables.device import TrialMemory, halving_on_oom, release
 from trainables.loader import copy_to_device, pinned_host_mib, resident_images
 from trainables.train import train
 
@@ -81,3 +81,25 @@ def test_without_release_the_stop_keeps_the_run_alive(data) -> None:
     release("cpu", info.value)
     assert all(r() is None for r in refs)
     assert live_tensors() < live
+
+
+def test_a_batch_that_runs_out_of_memory_is_retried_at_half_the_size() -> None:
+    sizes: list[int] = []
+
+    def rows(start: int, stop: int) -> list[int]:
+        sizes.append(stop - start)
+        if stop - start > 8:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return list(range(start, stop))
+
+    parts = halving_on_oom(rows, 50, batch_size=32)
+    assert [i for part in parts for i in part] == list(range(50))
+    assert sizes[:3] == [32, 16, 8] and max(sizes[3:]) <= 8  # later batches keep the size
+
+
+def test_out_of_memory_at_a_single_item_is_raised() -> None:
+    def rows(start: int, stop: int) -> list[int]:
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        halving_on_oom(rows, 4, batch_size=4)

@@ -1,12 +1,14 @@
-"""A trial's device: clean-up after a stop, autocast scope.
+"""A trial's device: clean-up after a stop, autocast scope, batches that halve on OOM.
 
 Usage:
     with TrialMemory(device) as memory:               # frees the run's tensors however it ends
         train(config, data, device=device, ...)
     with autocast_off(x.device.type):                 # fp32 as written, inside autocast too
         scores = model(x.float())
+    parts = halving_on_oom(lambda a, b: score(images[a:b]), len(images), batch_size=256)
 
-Framework-free (no Ray): ``trainables.tune_adapter`` calls it around each trial.
+Framework-free (no Ray): ``trainables.tune_adapter`` calls it around each trial, and the analysis
+code runs its input-gradient batches through ``halving_on_oom``.
 """
 
 from __future__ import annotations
@@ -15,11 +17,13 @@ import contextlib
 import gc
 import logging
 import traceback
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import torch
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 MIB = 2**20
 
 
@@ -90,3 +94,35 @@ class TrialMemory:
             log.info("%s ends with %.0f MiB allocated, %.0f MiB reserved on %s", self.name,
                      self.end["allocated_mib"], self.end["reserved_mib"], self.device)
         # The exception, if any, propagates (returning None): Tune must see its stop.
+
+
+def halving_on_oom(fn: Callable[[int, int], T], n: int, batch_size: int,
+                   device: torch.device | str | None = None) -> list[T]:
+    """``[fn(start, stop), ...]`` over ``range(n)`` in batches of ``batch_size`` or fewer.
+
+    A batch that raises ``torch.cuda.OutOfMemoryError`` is retried at half the size (after
+    freeing the failed attempt's tensors), down to one item, which re-raises. Later batches
+    keep the smaller size. ``fn`` must not depend on how the items are batched (attacks and
+    Grad-CAM in eval mode do not).
+    """
+    out: list[T] = []
+    start, size = 0, max(1, int(batch_size))
+    while start < n:
+        stop = min(start + size, n)
+        failed = False
+        try:
+            out.append(fn(start, stop))
+        except torch.cuda.OutOfMemoryError as exc:
+            if stop - start <= 1:
+                raise
+            release(device or "cpu", exc)
+            failed = True
+        if failed:
+            # Outside the except block: the exception (and the batch's tensors in its frames)
+            # is gone before the cache is emptied for the smaller retry.
+            release(device or "cpu")
+            size = max(1, (stop - start) // 2)
+            log.warning("out of memory at a batch of %d; retrying with %d", stop - start, size)
+            continue
+        start = stop
+    return out

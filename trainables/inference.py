@@ -25,11 +25,12 @@ from torch import nn
 
 from trainables.config import TrainConfig
 from trainables.data import IMAGE_SUFFIXES, SYSTEM_FILES, DataError, _fit
+from trainables.device import halving_on_oom
 from trainables.loader import Preprocess, to_device_uint8
 from trainables.models import AnomalyDetector, model_spec
 from trainables.train import model_from_state, score_batch, select_device, weights_of
 
-EVAL_BATCH = 256
+EVAL_BATCH = 256  # images per batch; halved on out-of-memory (halving_on_oom)
 
 
 class UnreadableImageError(DataError):
@@ -101,9 +102,9 @@ class Detector:
 
     @torch.no_grad()
     def scores(self, images: np.ndarray, batch_size: int = EVAL_BATCH) -> np.ndarray:
-        """Scores (N,) float32 of uint8 NHWC images, in batches."""
-        out = [self.score_unit(self.to_unit(images[i : i + batch_size])).cpu()
-               for i in range(0, len(images), batch_size)]
+        """Scores (N,) float32 of uint8 NHWC images, in batches (halved on out-of-memory)."""
+        out = halving_on_oom(lambda a, b: self.score_unit(self.to_unit(images[a:b])).cpu(),
+                             len(images), batch_size, self.device)
         return torch.cat(out).numpy().astype(np.float32) if out else np.zeros(0, np.float32)
 
     def predict(self, scores: np.ndarray) -> np.ndarray:
