@@ -12,9 +12,17 @@ import weakref
 import numpy as np
 import pytest
 import torch
+from oom import out_of_memory_above
 
 from trainables.config import TrainConfig
-from trainables.device import TrialMemory, halving_on_oom, release
+from trainables.device import (
+    TrialMemory,
+    TrialOutOfMemoryError,
+    cap_memory_share,
+    halving_on_oom,
+    memory_share,
+    release,
+)
 from trainables.loader import copy_to_device, pinned_host_mib, resident_images
 from trainables.train import train
 
@@ -103,3 +111,19 @@ def test_out_of_memory_at_a_single_item_is_raised() -> None:
 
     with pytest.raises(torch.cuda.OutOfMemoryError):
         halving_on_oom(rows, 4, batch_size=4)
+
+
+def test_out_of_memory_in_training_names_model_batch_and_device(data) -> None:
+    with out_of_memory_above(8), pytest.raises(TrialOutOfMemoryError) as info:
+        train(FAST, data)
+    message = str(info.value)
+    assert "model small_cnn at batch_size 16" in message and "on cpu" in message
+    assert "lower batch_size" in message and "--gpus-per-trial" in message
+    # Not an OutOfMemoryError itself: nothing should treat it as a transient allocator failure.
+    assert not isinstance(info.value, torch.cuda.OutOfMemoryError)
+    assert isinstance(info.value.__cause__, torch.cuda.OutOfMemoryError)
+
+
+def test_memory_share_is_a_gpu_setting_only() -> None:
+    cap_memory_share(0.25, "cpu")  # a CPU trial: nothing to cap
+    assert memory_share() == 1.0

@@ -1,6 +1,7 @@
-"""A trial's device: clean-up after a stop, autocast scope, batches that halve on OOM.
+"""A trial's device: memory share and OOM errors, clean-up after a stop, fp32 scopes.
 
 Usage:
+    cap_memory_share(0.5, torch.device("cuda"))      # a fractional GPU caps memory, too
     with TrialMemory(device) as memory:               # frees the run's tensors however it ends
         train(config, data, device=device, ...)
     with autocast_off(x.device.type):                 # fp32 as written, inside autocast too
@@ -26,6 +27,51 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 MIB = 2**20
 
+_share = 1.0  # this process's GPU memory share, as last set by cap_memory_share
+
+
+class TrialOutOfMemoryError(RuntimeError):
+    """A trial ran out of GPU memory; the message names model, batch size, share and free memory.
+
+    Not a ``torch.cuda.OutOfMemoryError``: retrying the same configuration on the same share
+    fails the same way, so the trial's error says what to change instead.
+    """
+
+
+def cap_memory_share(share: float, device: torch.device | str) -> None:
+    """Hold this process to ``share`` of the GPU's memory (a fractional GPU from Ray).
+
+    Ray's fractional GPUs divide scheduling, not memory: two trials at 0.5 may each grow into
+    the whole card. PyTorch's caching allocator raises an out-of-memory error beyond the
+    fraction instead (``torch.cuda.set_per_process_memory_fraction``). A whole GPU sets 1.0,
+    which also undoes a smaller cap a reused worker kept from its previous trial.
+    """
+    global _share
+    device = torch.device(device)
+    if device.type != "cuda":
+        return
+    share = min(max(float(share), 0.0), 1.0) or 1.0
+    torch.cuda.set_per_process_memory_fraction(share, device)
+    _share = share
+
+
+def memory_share() -> float:
+    """The GPU memory share set by ``cap_memory_share`` (1.0: the whole device)."""
+    return _share
+
+
+def out_of_memory_error(model: str, batch_size: int, device: torch.device | str
+                        ) -> TrialOutOfMemoryError:
+    """The error a trial raises for ``torch.cuda.OutOfMemoryError``: what ran, where, and how
+    much was free, so the fix (a smaller batch, a larger ``--gpus-per-trial``) is plain."""
+    free = free_mib(device)
+    where = (f"GPU share {memory_share():g}, {free:,.0f} MiB free on {device}" if free is not None
+             else f"on {device}")
+    return TrialOutOfMemoryError(
+        f"out of memory: model {model} at batch_size {batch_size} ({where}); lower batch_size "
+        "or give each trial more of a GPU (--gpus-per-trial). Retrying the same trial on the "
+        "same share fails the same way")
+
 
 def autocast_off(device_type: str) -> contextlib.AbstractContextManager[Any]:
     """A context in which autocast is off on ``device_type`` (fp32 as written), also inside an
@@ -42,6 +88,15 @@ def memory_mib(device: torch.device | str) -> dict[str, float]:
         return {}
     return {"allocated_mib": torch.cuda.memory_allocated(device) / MIB,
             "reserved_mib": torch.cuda.memory_reserved(device) / MIB}
+
+
+def free_mib(device: torch.device | str) -> float | None:
+    """Free memory of a CUDA ``device`` as the driver reports it, MiB; None elsewhere."""
+    device = torch.device(device)
+    if device.type != "cuda" or not torch.cuda.is_available():
+        return None
+    free, _total = torch.cuda.mem_get_info(device)
+    return free / MIB
 
 
 def release(device: torch.device | str, exc: BaseException | None = None) -> None:

@@ -25,7 +25,7 @@ from torch import nn
 
 from trainables.config import ConfigError, TrainConfig
 from trainables.data import ImageSet, make_splits
-from trainables.device import autocast_off
+from trainables.device import autocast_off, out_of_memory_error
 from trainables.loader import Preprocess, batch_count, batches, resident_images
 from trainables.metrics import METRIC_NAMES, auc, best_threshold, classification_metrics
 from trainables.models import AnomalyDetector, count_parameters, create_model, model_spec
@@ -324,7 +324,26 @@ def train(
     resume: dict[str, Any] | None = None,
     on_epoch: EpochCallback | None = None,
 ) -> dict[str, Any]:
-    """Train ``config`` on ``data``; returns the metrics of the last epoch."""
+    """Train ``config`` on ``data``; returns the metrics of the last epoch.
+
+    Running out of GPU memory raises ``TrialOutOfMemoryError``, whose message names the model,
+    batch size, GPU share and free memory (``torch.cuda.OutOfMemoryError`` says none of them).
+    """
+    try:
+        return _train(config, data, device=device, resume=resume, on_epoch=on_epoch)
+    except torch.cuda.OutOfMemoryError as exc:
+        where = select_device(str(device) if device is not None else None)
+        raise out_of_memory_error(config.model, config.batch_size, where) from exc
+
+
+def _train(
+    config: TrainConfig,
+    data: ImageSet,
+    *,
+    device: torch.device | str | None,
+    resume: dict[str, Any] | None,
+    on_epoch: EpochCallback | None,
+) -> dict[str, Any]:
     device = select_device(device if isinstance(device, str) else
                            (str(device) if device is not None else None))
     run = _Run(config, data, device)

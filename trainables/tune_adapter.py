@@ -18,7 +18,7 @@ from ray import tune
 
 from trainables.config import TrainConfig
 from trainables.data import ImageSet
-from trainables.device import TrialMemory
+from trainables.device import TrialMemory, cap_memory_share
 from trainables.train import BUDGET_BEST, load_state, save_state, train
 
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -31,6 +31,7 @@ def trial_device() -> str:
     torch.set_num_threads(cpus)  # one trial must not oversubscribe the node's cores
     if resources.get("GPU", 0) > 0:
         if torch.cuda.is_available():
+            cap_memory_share(resources["GPU"], "cuda")  # a fractional GPU: memory too
             return "cuda"
         warnings.warn(f"this trial was given a GPU on {os.uname().nodename} but torch sees "
                       "none (CPU-only torch build or driver missing); training on the CPU",
