@@ -16,7 +16,10 @@ An added trial's cost splits into its worker process (Python, torch, Ray and thi
 imports; measured alone as idle actors that only import the trainable's modules) and the trial's
 own working set (model, optimiser, batches, allocator caches): the last columns show both. A
 second table follows one trial through its stages in a fresh worker and shows what each adds to
-its private memory, next to the shared object-store pages it has read.
+its private memory, next to the shared object-store pages it has read and the pinned host
+memory PyTorch's caching host allocator holds (``torch.cuda.host_memory_stats``; with
+``--gpus-per-trial`` the stages run on the GPU, where copying the data set to the device should
+leave at most the loader's one 64 MiB staging block pinned; "n/a on CPU" otherwise).
 """
 
 from __future__ import annotations
@@ -121,8 +124,17 @@ def resident_mib() -> dict[str, float]:
     return out
 
 
+def stage_memory() -> dict[str, float | None]:
+    """``resident_mib()`` plus the pinned host memory PyTorch's allocator holds (None: n/a)."""
+    from trainables.loader import pinned_host_mib
+
+    pinned = pinned_host_mib()
+    return {**resident_mib(), "pinned": pinned["pinned_mib"] if pinned else None}
+
+
 @ray.remote(num_cpus=1)
-def trial_stages(data, config: dict) -> list[tuple[str, dict[str, float]]]:
+def trial_stages(data, config: dict, device: str = "cpu"
+                 ) -> list[tuple[str, dict[str, float | None]]]:
     """A trial's memory as it goes, in a fresh worker: what each stage adds."""
     import torch
 
@@ -130,16 +142,16 @@ def trial_stages(data, config: dict) -> list[tuple[str, dict[str, float]]]:
     from trainables.train import _Run
 
     torch.set_num_threads(1)
-    stages = [("worker with torch, this project and the data set's handle", resident_mib())]
+    stages = [("worker with torch, this project and the data set's handle", stage_memory())]
     torch.optim.SGD([torch.zeros(1, requires_grad=True)]).zero_grad()
-    stages.append(("first torch.optim call (imports torch._dynamo)", resident_mib()))
-    run = _Run(TrainConfig.from_dict(config), data, torch.device("cpu"))
-    stages.append(("model, optimiser, splits", resident_mib()))
+    stages.append(("first torch.optim call (imports torch._dynamo)", stage_memory()))
+    run = _Run(TrainConfig.from_dict(config), data, torch.device(device))
+    stages.append(("model, optimiser, splits (the data set on a GPU)", stage_memory()))
     run.train_epoch()
-    stages.append(("a training epoch (activations, allocator caches)", resident_mib()))
+    stages.append(("a training epoch (activations, allocator caches)", stage_memory()))
     run.evaluate("val")
     run.evaluate("test")
-    stages.append(("validation and test", resident_mib()))
+    stages.append(("validation and test", stage_memory()))
     return stages
 
 
@@ -183,7 +195,9 @@ def main() -> None:
         ray.shutdown()
         rows.append([name, k, (peak - base) / 2**20])
     ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
-    stages = ray.get(trial_stages.remote(ray.put(data), {**TRIAL, "seed": 0}))
+    gpu = args.gpus_per_trial > 0
+    stages = ray.get(trial_stages.options(num_gpus=args.gpus_per_trial).remote(
+        ray.put(data), {**TRIAL, "seed": 0}, "cuda" if gpu else "cpu"))
     ray.shutdown()
     worker = idle_worker_cost(max(counts))
     for row in rows:
@@ -200,12 +214,15 @@ def main() -> None:
          "added trial / data set", "added trial - worker process"], rows)
     table, last = [], 0.0
     for name, mem in stages:
-        table.append([name, mem["RssAnon"] - last, mem["RssAnon"], mem["RssShmem"]])
+        pinned = "n/a on CPU" if mem["pinned"] is None else mem["pinned"]
+        table.append([name, mem["RssAnon"] - last, mem["RssAnon"], mem["RssShmem"], pinned])
         last = mem["RssAnon"]
     print_table(
-        f"Where one trial's memory goes (small_cnn, batch {TRIAL['batch_size']}): private MiB "
-        "each stage adds, and the object store's shared pages the trial has read",
-        ["stage", "adds MiB", "private MiB", "shared MiB (data set, held once)"], table)
+        f"Where one trial's memory goes (small_cnn, batch {TRIAL['batch_size']}, "
+        f"{'cuda' if gpu else 'cpu'}): private MiB each stage adds, the object store's shared "
+        "pages the trial has read, and the pinned host memory PyTorch's allocator keeps",
+        ["stage", "adds MiB", "private MiB", "shared MiB (data set, held once)",
+         "pinned host MiB"], table)
 
 
 if __name__ == "__main__":

@@ -71,7 +71,8 @@ def resolve_data(arg: str | None, image_size: int | None, skip_bad: bool) -> Ima
 
 
 def add_device_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", help="cpu (default), cuda or mps")
+    p.add_argument("--device", default="cpu",
+                   help="cpu (default), cuda or mps; cuda falls back to the CPU without a GPU")
     add_trust_arg(p)
     add_plugin_arg(p)
 

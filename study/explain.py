@@ -32,7 +32,7 @@ from study.trials import (
 )
 from trainables.dataset import CLASS_NAMES
 from trainables.explain import TARGETS, describe_layer, grad_cam, last_conv2d, overlay
-from trainables.inference import Detector
+from trainables.inference import EVAL_BATCH, Detector
 
 PER_ROW = 4  # images per band of the grid; each band is an image row above an overlay row
 DISPLAY = 128  # pixels each image and overlay are drawn at (nearest for the image itself)
@@ -91,12 +91,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--target", choices=TARGETS, default="predicted",
                    help="explain the predicted class (default) or the evidence for FAKE")
     p.add_argument("--seed", type=int, default=0, help="which test images are drawn")
+    p.add_argument("--batch-size", type=int, default=EVAL_BATCH,
+                   help="images explained at once (default %(default)s); halved automatically "
+                   "when a batch runs out of GPU memory")
     p.add_argument("--data", help="the study's data, if it has moved (default: study.json's)")
     p.add_argument("--out", help="PNG path (default: <study_dir>/figures/gradcam_<trial>.png)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
-    if args.images < 1:
-        p.error("--images must be at least 1")
+    if args.images < 1 or args.batch_size < 1:
+        p.error("--images and --batch-size must be at least 1")
     return args
 
 
@@ -108,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
     pick = choose(labels, ids, args.images, args.ids, args.seed)
     detector = Detector.from_state(state, args.device)
     layer_name, layer = last_conv2d(detector.model)
-    cams, scores = grad_cam(detector, images[pick], args.target, layer)
+    cams, scores = grad_cam(detector, images[pick], args.target, layer, args.batch_size)
     layer_text = describe_layer(layer_name, layer)
     title = (f"{ref.study}/{ref.trial_id}: {detector.config.model} ({detector.weights} weights)"
              f"\nGrad-CAM of layer {layer_text}, target: {args.target} class")

@@ -4,6 +4,7 @@ Usage:
     python -m study.robustness studies/grid1 --trial best
     python -m study.robustness studies/grid1 --trial 3f2a1_00004 3f2a1_00007 --limit 2000
     python -m study.robustness studies/grid1 --trial all --eps 1 2 4 8 --pgd-steps 10
+    python -m study.robustness studies/grid1 --trial best --device cuda --batch-size 1024
 
 On the study's common test set (reloaded from study.json's data source, or --data): JPEG
 re-compression (quality 95, 90, 75, 50), rescaling (0.5x and 2x, each back to the original
@@ -34,7 +35,7 @@ from study.trials import (
     test_set_of,
 )
 from trainables import robustness as rb
-from trainables.inference import Detector
+from trainables.inference import EVAL_BATCH, Detector
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -54,6 +55,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--limit", type=int,
                    help="score at most this many test images (stratified, seeded sample)")
     p.add_argument("--seed", type=int, default=0, help="noise and --limit sampling seed")
+    p.add_argument("--batch-size", type=int, default=EVAL_BATCH,
+                   help="images scored or attacked at once (default %(default)s); halved "
+                   "automatically when a batch runs out of GPU memory")
     p.add_argument("--out", help="folder for the figures (default: <study_dir>/figures)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     args = p.parse_args(argv)
@@ -61,6 +65,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--jpeg qualities must lie in 1..100")
     if any(s <= 0 for s in args.scales) or any(s < 0 for s in args.sigmas):
         p.error("--scales must be positive and --sigmas non-negative")
+    if args.batch_size < 1:
+        p.error("--batch-size must be at least 1")
     if any(not 0 < e <= 255 for e in args.eps) or args.pgd_steps < 1:
         p.error("--eps must lie in (0, 255] (units of 1/255) and --pgd-steps be >= 1")
     return args
@@ -86,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
         rows = rb.robustness(detector, images, labels, jpeg_qualities=args.jpeg,
                              scales=args.scales, noise_sigmas=args.sigmas,
                              epsilons=[e / 255 for e in args.eps], pgd_steps=args.pgd_steps,
-                             seed=args.seed, progress=say)
+                             seed=args.seed, batch_size=args.batch_size, progress=say)
         df = pd.DataFrame(rows).assign(
             study=ref.study, trial_id=ref.trial_id, model=detector.config.model,
             weights=detector.weights, threshold=detector.threshold, pgd_steps=args.pgd_steps,

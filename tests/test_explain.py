@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from helpers import smooth_image
+from oom import out_of_memory_above
 from PIL import Image
 from torch import nn
 
@@ -98,6 +99,11 @@ def test_maps_are_sized_like_the_images_and_peak_at_one(trained_states: dict, ti
         peaks = cams.reshape(5, -1).max(1)
         assert np.all((np.abs(peaks - 1) < 1e-5) | (peaks == 0))
     np.testing.assert_allclose(scores, detector.scores(images), rtol=1e-5)
+    with out_of_memory_above(2) as raised:  # batches of 5 fail, of 2 fit: the same maps
+        halved, halved_scores = grad_cam(detector, images, "fake", batch_size=5)
+    assert raised and raised[0] == 5
+    np.testing.assert_allclose(halved, cams, atol=1e-5)
+    np.testing.assert_allclose(halved_scores, scores, rtol=1e-5)
     blended = overlay(images[0], cams[0], size=64)
     assert blended.shape == (64, 64, 3) and 0 <= blended.min() and blended.max() <= 1
     with pytest.raises(ValueError, match="unknown Grad-CAM target"):

@@ -47,6 +47,24 @@ def test_whitening_decorrelates_the_patches_it_was_fitted_on() -> None:
     assert torch.equal(w[12:], -w[:12])
 
 
+def test_whitened_stem_runs_in_fp32_under_bf16_autocast() -> None:
+    torch.manual_seed(0)
+    smooth = torch.nn.functional.interpolate(torch.rand(16, 3, 5, 5), size=16, mode="bilinear")
+    x = (smooth + 0.01 * torch.randn(16, 3, 16, 16)).clamp(0, 1)
+    model = CifakeFast((8, 8, 8)).eval()
+    model.init_whitening(x)
+    with torch.no_grad():
+        fp32 = model.stem(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            mixed = model.stem(x)
+            rounded = torch.nn.functional.gelu(model.whiten(x))  # the stem as bf16 would run
+            logits = model(x)
+    assert mixed.dtype == torch.float32 and torch.equal(mixed, fp32)
+    # What fp32 avoids: bf16 moves these unit-variance features by up to a sixth of a unit.
+    assert rounded.dtype == torch.bfloat16 and (rounded.float() - fp32).abs().max() > 0.05
+    assert logits.shape == (16, 2)  # the rest of the network still autocasts
+
+
 def test_translation_moves_whole_pixels_within_the_bound() -> None:
     x = torch.arange(4 * 3 * 8 * 8, dtype=torch.float32).view(4, 3, 8, 8)
     gen = torch.Generator().manual_seed(0)

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from helpers import smooth_image
+from oom import out_of_memory_above
 from PIL import Image
 
 import results
@@ -106,6 +107,21 @@ def test_pgd_hides_fakes_from_a_perfect_classifier_that_mild_noise_does_not(
     assert pgd["accuracy"] <= rows[("fgsm", 8 / 255)]["accuracy"]
 
 
+def test_batches_that_run_out_of_memory_are_halved_and_score_the_same(
+    trained_states: dict, test_set: tuple[np.ndarray, np.ndarray]
+) -> None:
+    detector = Detector.from_state(trained_states["small_cnn"])
+    images, labels = test_set
+    expected = rb.attacked_scores(detector, images, labels, rb.pgd, 4 / 255, batch_size=32)
+    clean = detector.scores(images, batch_size=32)
+    with out_of_memory_above(5) as raised:
+        halved = rb.attacked_scores(detector, images, labels, rb.pgd, 4 / 255, batch_size=32)
+        clean_halved = detector.scores(images, batch_size=32)
+    assert raised[:3] == [32, 16, 8] and len(halved) == len(images) == 32
+    np.testing.assert_allclose(halved, expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(clean_halved, clean, rtol=1e-5, atol=1e-6)
+
+
 def test_robustness_command_writes_one_row_per_condition_and_a_figure(
     study_copy: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -150,3 +166,20 @@ def test_robustness_of_a_study_whose_data_moved_says_pass_data(
     assert main([str(study_copy), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "/nowhere" in err and "is not there" in err and "--data" in err
+
+
+def test_analysis_commands_default_to_the_cpu_as_their_help_says() -> None:
+    import study.evaluate
+    import study.explain
+    import study.predict
+    import study.robustness
+
+    for module, argv in ((study.evaluate, ["s", "--data", "d"]), (study.explain, ["s"]),
+                         (study.robustness, ["s"]), (study.predict, ["p", "--study", "s"])):
+        assert module.parse_args(argv).device == "cpu", module.__name__
+        assert module.parse_args([*argv, "--device", "cuda"]).device == "cuda"
+    for module in (study.explain, study.robustness):
+        assert module.parse_args(["s"]).batch_size == 256
+        assert module.parse_args(["s", "--batch-size", "64"]).batch_size == 64
+        with pytest.raises(SystemExit):
+            module.parse_args(["s", "--batch-size", "0"])

@@ -11,6 +11,8 @@ import torch
 from helpers import snapshot
 
 from trainables.config import TrainConfig
+from trainables.dataset import make_splits
+from trainables.inference import Detector
 from trainables.loader import Preprocess, augment
 from trainables.metrics import METRIC_NAMES, best_threshold, classification_metrics
 from trainables.train import load_state, model_from_state, save_state, select_device, train
@@ -54,6 +56,20 @@ def test_resume_continues_from_saved_epoch(data, tmp_path: Path) -> None:
     assert [m["epoch"] for m in resumed_history] == [2, 3]
     assert resumed["val_loss"] == pytest.approx(full["val_loss"], rel=1e-6)
     assert resumed["train_loss"] == pytest.approx(full["train_loss"], rel=1e-6)
+
+
+@pytest.mark.parametrize("model", ["small_cnn", "vae_detector"])
+def test_stored_test_scores_are_what_inference_computes_under_any_autocast(data, model) -> None:
+    _, _, states = run(data, epochs=2, model=model)
+    state = states[-1]
+    test_images = data.images[make_splits(data, FAST["split_ratio"], 0).test]
+    detector = Detector.from_state(state)
+    stored = state["best"]["test_scores"]
+    np.testing.assert_allclose(detector.scores(test_images), stored, rtol=1e-6, atol=1e-6)
+    # Anomaly scores are ~100: float32 rounding (memory layout, batching) is relative.
+    # A caller under bf16 autocast (as training steps on a GPU) still gets the fp32 scores.
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        np.testing.assert_allclose(detector.scores(test_images), stored, rtol=1e-6, atol=1e-6)
 
 
 def test_checkpoint_describes_itself_and_rebuilds_the_model(data) -> None:
@@ -189,3 +205,16 @@ def test_trainables_never_import_ray_except_the_adapter() -> None:
                 names = [node.module]
             offenders += [f"{path.name}: {n}" for n in names if n.split(".")[0] == "ray"]
     assert offenders == []
+
+
+def test_an_epochs_draws_give_each_image_its_own_augmentation() -> None:
+    prep = Preprocess(16, "imagenet", channels_last=False, augment=True, flip=True, translate=2)
+    assert prep.uniforms == 7  # translate (dy, dx), flip, augment's four
+    x = torch.randint(0, 256, (10, 3, 16, 16), dtype=torch.uint8)
+    u = prep.draw(10, torch.Generator().manual_seed(0), torch.device("cpu"))
+    assert u.shape == (10, 7)
+    # A batch's rows of the epoch's draws augment it as the whole epoch's call would.
+    whole = prep(x, u=u)
+    assert torch.equal(prep(x[3:7], u=u[3:7]), whole[3:7])
+    # The normalisation constants are built once per device, not per batch.
+    assert prep._normalisation(torch.device("cpu")) is prep._normalisation(torch.device("cpu"))

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from trainables.device import halving_on_oom
 from trainables.inference import EVAL_BATCH, Detector
 
 TARGETS = ("predicted", "fake")
@@ -48,13 +49,11 @@ def grad_cam(detector: Detector, images: np.ndarray, target: str = "predicted",
         # captured maps or their gradient.
         return output.clone()
 
-    cams, scores = [], []
-    handle = layer.register_forward_hook(hook)
-    try:
-        for i in range(0, len(images), batch_size):
-            captured.clear()
+    def one(start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
+        captured.clear()
+        try:
             # The parameters are frozen: the input carries the graph to the maps.
-            x = detector.to_unit(images[i : i + batch_size]).requires_grad_(True)
+            x = detector.to_unit(images[start:stop]).requires_grad_(True)
             with torch.enable_grad():
                 stat = detector.decision(x)
                 sign = torch.ones_like(stat)
@@ -71,11 +70,21 @@ def grad_cam(detector: Detector, images: np.ndarray, target: str = "predicted",
             cam = F.interpolate(cam, size=tuple(x.shape[-2:]), mode="bilinear",
                                 align_corners=False)
             peak = cam.flatten(1).max(1).values.view(-1, 1, 1, 1)
-            cams.append((cam / peak.clamp_min(1e-12)).squeeze(1).cpu())
             with torch.no_grad():
-                scores.append(detector.score_unit(x.detach()).cpu())
+                score = detector.score_unit(x.detach()).cpu()
+            return (cam / peak.clamp_min(1e-12)).squeeze(1).cpu(), score
+        finally:
+            captured.clear()  # an out-of-memory retry must not keep the failed batch's maps
+
+    handle = layer.register_forward_hook(hook)
+    try:
+        # Input gradients through the whole network: a batch that runs out of GPU memory is
+        # retried at half the size; each image's map does not depend on its batch (eval mode).
+        parts = halving_on_oom(one, len(images), batch_size, detector.device)
     finally:
         handle.remove()
+    cams = [c for c, _ in parts]
+    scores = [sc for _, sc in parts]
     if not cams:
         return np.zeros((0, *images.shape[1:3]), np.float32), np.zeros(0, np.float32)
     return torch.cat(cams).numpy().astype(np.float32), torch.cat(scores).numpy()

@@ -25,13 +25,14 @@ from torch import nn
 
 from trainables.config import TrainConfig
 from trainables.dataset import DataError
+from trainables.device import halving_on_oom
 from trainables.images import IMAGE_SUFFIXES, SYSTEM_FILES, decode_images, fit_square
 from trainables.loader import Preprocess, to_device_uint8
 from trainables.model_base import AnomalyDetector, input_normalization
 from trainables.models import model_spec
-from trainables.train import classify, model_from_state, select_device, weights_of
+from trainables.train import model_from_state, score_batch, select_device, weights_of
 
-EVAL_BATCH = 256
+EVAL_BATCH = 256  # images per batch; halved on out-of-memory (halving_on_oom)
 
 
 class UnreadableImageError(DataError):
@@ -71,12 +72,11 @@ class Detector:
 
     # -- differentiable pieces (attacks, Grad-CAM) -------------------------------------------
     def score_unit(self, x: torch.Tensor) -> torch.Tensor:
-        """Scores (N,) of float [0, 1] NCHW images: P(FAKE), or the anomaly score."""
-        z = self.prep.from_unit(x)
-        if self.anomaly:
-            return self.model.score(z).float()
-        logits = classify(self.model, z, self.config.tta)
-        return logits.softmax(-1)[:, 1] if logits.shape[-1] == 2 else logits.view(-1).sigmoid()
+        """Scores (N,) of float [0, 1] NCHW images: P(FAKE), or the anomaly score.
+
+        ``score_batch``, as the trial's own evaluation: fp32, so they equal its stored scores.
+        """
+        return score_batch(self.model, self.prep.from_unit(x), self.anomaly, self.config.tta)[0]
 
     def decision(self, x: torch.Tensor) -> torch.Tensor:
         """A statistic (N,) that is >= ``decision_threshold`` exactly when FAKE is predicted.
@@ -85,10 +85,10 @@ class Detector:
         anomaly score for anomaly detectors. Attacks push it across the threshold; Grad-CAM
         explains it. Unlike P(FAKE) it does not saturate, so its gradients do not vanish.
         """
-        z = self.prep.from_unit(x)
-        if self.anomaly:
-            return self.model.score(z).float()
-        logits = classify(self.model, z, self.config.tta)
+        scores, logits = score_batch(self.model, self.prep.from_unit(x), self.anomaly,
+                                     self.config.tta)
+        if logits is None:
+            return scores
         return logits[:, 1] - logits[:, 0] if logits.shape[-1] == 2 else logits.view(-1)
 
     @property
@@ -105,9 +105,9 @@ class Detector:
 
     @torch.no_grad()
     def scores(self, images: np.ndarray, batch_size: int = EVAL_BATCH) -> np.ndarray:
-        """Scores (N,) float32 of uint8 NHWC images, in batches."""
-        out = [self.score_unit(self.to_unit(images[i : i + batch_size])).cpu()
-               for i in range(0, len(images), batch_size)]
+        """Scores (N,) float32 of uint8 NHWC images, in batches (halved on out-of-memory)."""
+        out = halving_on_oom(lambda a, b: self.score_unit(self.to_unit(images[a:b])).cpu(),
+                             len(images), batch_size, self.device)
         return torch.cat(out).numpy().astype(np.float32) if out else np.zeros(0, np.float32)
 
     def predict(self, scores: np.ndarray) -> np.ndarray:

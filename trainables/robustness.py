@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from trainables.device import halving_on_oom
 from trainables.inference import EVAL_BATCH, Detector
 from trainables.metrics import classification_metrics
 
@@ -113,14 +114,21 @@ Attack = Callable[[Detector, torch.Tensor, torch.Tensor, float], torch.Tensor]
 
 def attacked_scores(detector: Detector, images: np.ndarray, labels: np.ndarray, attack: Attack,
                     eps: float, batch_size: int = EVAL_BATCH) -> np.ndarray:
-    """Scores of the images after ``attack`` at ``eps``, batch by batch."""
-    out = []
-    for i in range(0, len(images), batch_size):
-        x = detector.to_unit(images[i : i + batch_size])
-        y = torch.as_tensor(labels[i : i + batch_size], device=detector.device)
+    """Scores of the images after ``attack`` at ``eps``, batch by batch.
+
+    Attacks hold input gradients, several times an inference batch's memory: a batch that runs
+    out of GPU memory is retried at half the size (``halving_on_oom``). Each image's attack is
+    independent of its batch (eval mode, no random start), so the scores do not change.
+    """
+
+    def one(start: int, stop: int) -> torch.Tensor:
+        x = detector.to_unit(images[start:stop])
+        y = torch.as_tensor(labels[start:stop], device=detector.device)
         adv = attack(detector, x, y, eps)
         with torch.no_grad():
-            out.append(detector.score_unit(adv).cpu())
+            return detector.score_unit(adv).cpu()
+
+    out = halving_on_oom(one, len(images), batch_size, detector.device)
     return torch.cat(out).numpy().astype(np.float32) if out else np.zeros(0, np.float32)
 
 
@@ -144,29 +152,32 @@ def robustness(detector: Detector, images: np.ndarray, labels: np.ndarray, *,
                scales: Sequence[float] = SCALES,
                noise_sigmas: Sequence[float] = NOISE_SIGMAS,
                epsilons: Sequence[float] = EPSILONS,
-               pgd_steps: int = PGD_STEPS, seed: int = 0,
+               pgd_steps: int = PGD_STEPS, seed: int = 0, batch_size: int = EVAL_BATCH,
                progress: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
-    """One row per condition: perturbation, strength, label, n_images and every metric."""
+    """One row per condition: perturbation, strength, label, n_images and every metric.
+
+    ``batch_size`` images are scored (or attacked) at once, halved on out-of-memory.
+    """
     labels = np.asarray(labels).astype(np.int64)
     rows = []
     for name, strength, label in conditions(jpeg_qualities, scales, noise_sigmas, epsilons):
         if progress is not None:
             progress(label)
         if name == "none":
-            scores = detector.scores(images)
+            scores = detector.scores(images, batch_size)
         elif name == "jpeg":
-            scores = detector.scores(jpeg(images, int(strength)))
+            scores = detector.scores(jpeg(images, int(strength)), batch_size)
         elif name == "rescale":
-            scores = detector.scores(rescale(images, strength))
+            scores = detector.scores(rescale(images, strength), batch_size)
         elif name == "noise":
-            scores = detector.scores(gaussian_noise(images, strength, seed))
+            scores = detector.scores(gaussian_noise(images, strength, seed), batch_size)
         elif name == "fgsm":
-            scores = attacked_scores(detector, images, labels, fgsm, strength)
+            scores = attacked_scores(detector, images, labels, fgsm, strength, batch_size)
         else:
             def attack(d: Detector, x: torch.Tensor, y: torch.Tensor, e: float) -> torch.Tensor:
                 return pgd(d, x, y, e, steps=pgd_steps)
 
-            scores = attacked_scores(detector, images, labels, attack, strength)
+            scores = attacked_scores(detector, images, labels, attack, strength, batch_size)
         metrics = classification_metrics(labels, scores, detector.threshold)
         rows.append({"perturbation": name, "strength": strength, "condition": label,
                      "n_images": len(labels), "mean_score": float(np.mean(scores)), **metrics})

@@ -25,6 +25,7 @@ from torch import nn
 from trainables import checkpoint
 from trainables.config import ConfigError, TrainConfig
 from trainables.dataset import ImageSet, make_splits
+from trainables.device import autocast_off, out_of_memory_error
 from trainables.loader import Preprocess, batch_count, batches, resident_images
 from trainables.metrics import METRIC_NAMES, auc, best_threshold, classification_metrics
 from trainables.model_base import AnomalyDetector, count_parameters, input_normalization
@@ -34,6 +35,9 @@ EpochCallback = Callable[[dict[str, Any], Callable[[], dict[str, Any]]], None]
 CHECKPOINT_FORMAT = 1
 WHITENING_SAMPLE = 5000  # training images the cifake_fast stem's whitening is estimated from
 EMA_EVERY = 5  # steps between weight-average updates (airbench's lookahead period)
+# Steps between finiteness checks of the summed training loss: each check waits for the device.
+# A diverged run takes at most this many more steps before it stops with its error.
+FINITE_EVERY = 50
 
 
 def select_device(prefer: str | None = None) -> torch.device:
@@ -196,18 +200,21 @@ class _Run:
         torch.manual_seed(cfg.seed * 100_003 + self.epoch)  # dropout etc.: resumable
         gen = torch.Generator(device="cpu").manual_seed(cfg.seed * 100_003 + self.epoch)
         self.model.train()
-        total, count = 0.0, 0
         start = time.perf_counter()
         y_all = self.y["train"]
-        for idx in batches(len(y_all), cfg.batch_size, True, gen, self.device):
-            x = self.prep_train(self.batch("train", idx), gen)
+        n = len(y_all)
+        # No step waits for the host: the epoch's augmentation draws cross to the device in one
+        # copy (seeded by seed and epoch as before, so resumes stay exact), and the loss is
+        # summed on the device and checked for finiteness every FINITE_EVERY steps.
+        draws = self.prep_train.draw(n, gen, self.device) if self.prep_train.uniforms else None
+        total = torch.zeros((), device=self.device)
+        count = 0
+        for step, idx in enumerate(batches(n, cfg.batch_size, True, gen, self.device), 1):
+            u = draws[count : count + len(idx)] if draws is not None else None
+            x = self.prep_train(self.batch("train", idx), u=u)
             y = y_all[idx]
             with self._autocast():
                 loss = self._loss(x, y)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"training diverged: loss became {loss.item()} at epoch {self.epoch + 1}; "
-                    f"lower lr (now {cfg.lr})")
             self.opt.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             self.scaler.step(self.opt)
@@ -215,18 +222,33 @@ class _Run:
             if self.config.schedule == "onecycle":
                 self.sched.step()
             self._update_ema()
-            total += loss.item() * len(idx)
+            total += loss.detach().float() * len(idx)
             count += len(idx)
+            if step % FINITE_EVERY == 0:
+                self._check_finite(total)
+        self._check_finite(total)
         if self.config.schedule != "onecycle":
             self.sched.step()
         if self.device.type == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - start
-        return total / max(count, 1), seconds
+        return float(total.item()) / max(count, 1), seconds
+
+    def _check_finite(self, loss_sum: torch.Tensor) -> None:
+        """Raise if any loss summed into ``loss_sum`` (all >= 0) was inf or nan."""
+        if not torch.isfinite(loss_sum):
+            raise FloatingPointError(
+                f"training diverged: loss became {loss_sum.item()} at epoch {self.epoch + 1}; "
+                f"lower lr (now {self.config.lr})")
 
     @torch.no_grad()
     def evaluate(self, split: str) -> tuple[float, np.ndarray]:
-        """(mean loss, scores) over one split; scores are P(FAKE) or anomaly scores."""
+        """(mean loss, scores) over one split; scores are P(FAKE) or anomaly scores.
+
+        In fp32, without autocast: the scores are ``score_batch``'s, as inference computes
+        them, so a trial's stored test scores, its threshold and every later evaluation of its
+        checkpoint agree. Evaluation is a small part of an epoch, so fp32 costs little.
+        """
         model = self.evaluated.eval()
         y_all = self.y[split]
         # Results go into preallocated tensors rather than hundreds of small per-batch ones
@@ -234,20 +256,16 @@ class _Run:
         # the C heap of the trial process.
         scores = torch.empty(len(y_all), device=self.device)
         loss_sum = torch.zeros((), device=self.device)
+        forward = self.forward if model is self.model else model
         start = 0
         for idx in batches(len(y_all), max(self.config.batch_size, 256), False, None, self.device):
             x, y = self.prep_eval(self.batch(split, idx)), y_all[idx]
             end = start + len(idx)
-            with self._autocast():
-                if self.anomaly:
-                    loss_sum += model.loss(x, y).float() * len(idx)
-                    scores[start:end] = model.score(x).float()
-                else:
-                    forward = self.forward if model is self.model else model
-                    logits = classify(forward, x, self.config.tta)
-                    loss_sum += _eval_loss(logits, y)
-                    scores[start:end] = (logits.softmax(-1)[:, 1] if logits.shape[-1] == 2
-                                         else logits.view(-1).sigmoid())
+            scores[start:end], logits = score_batch(model if self.anomaly else forward, x,
+                                                    self.anomaly, self.config.tta)
+            with autocast_off(self.device.type):
+                loss_sum += (model.loss(x, y).float() * len(idx) if self.anomaly
+                             else _eval_loss(logits, y))
             start = end
         return float(loss_sum.item() / max(len(y_all), 1)), scores.cpu().numpy()
 
@@ -275,6 +293,23 @@ def classify(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, tta
     return logits
 
 
+def score_batch(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, anomaly: bool,
+                tta: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(scores (N,), logits or None) of model inputs ``x``: P(FAKE), or the anomaly score.
+
+    The one scoring function of training's evaluation and of inference (``Detector``): fp32
+    with autocast off, whatever the caller runs under, so the same weights give the same scores
+    in both. ``model`` is the module (anomaly detectors: its ``score``) or its compiled forward.
+    """
+    with autocast_off(x.device.type):
+        x = x.float()
+        if anomaly:
+            return model.score(x).float(), None
+        logits = classify(model, x, tta)
+        scores = logits.softmax(-1)[:, 1] if logits.shape[-1] == 2 else logits.view(-1).sigmoid()
+        return scores, logits
+
+
 def _eval_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Summed unsmoothed loss, so validation losses compare across label-smoothing settings."""
     if logits.shape[-1] == 2:
@@ -290,7 +325,26 @@ def train(
     resume: dict[str, Any] | None = None,
     on_epoch: EpochCallback | None = None,
 ) -> dict[str, Any]:
-    """Train ``config`` on ``data``; returns the metrics of the last epoch."""
+    """Train ``config`` on ``data``; returns the metrics of the last epoch.
+
+    Running out of GPU memory raises ``TrialOutOfMemoryError``, whose message names the model,
+    batch size, GPU share and free memory (``torch.cuda.OutOfMemoryError`` says none of them).
+    """
+    try:
+        return _train(config, data, device=device, resume=resume, on_epoch=on_epoch)
+    except torch.cuda.OutOfMemoryError as exc:
+        where = select_device(str(device) if device is not None else None)
+        raise out_of_memory_error(config.model, config.batch_size, where) from exc
+
+
+def _train(
+    config: TrainConfig,
+    data: ImageSet,
+    *,
+    device: torch.device | str | None,
+    resume: dict[str, Any] | None,
+    on_epoch: EpochCallback | None,
+) -> dict[str, Any]:
     device = select_device(device if isinstance(device, str) else
                            (str(device) if device is not None else None))
     run = _Run(config, data, device)
@@ -328,7 +382,9 @@ def train(
                 "val_loss": val_loss, "epoch": run.epoch, "threshold": threshold,
                 # Kept whether or not patience is on: the test metrics describe these weights,
                 # so evaluations, robustness and explanations of a trial must use them too.
-                "weights": copy.deepcopy(run.evaluated.state_dict()),
+                # On the CPU: a GPU copy per budget (folded runs keep several) would hold
+                # device memory for the life of the trial, and past it in a reused worker.
+                "weights": cpu_copy(run.evaluated.state_dict()),
                 "metrics": {**{f"best_val_{k}": v for k, v in val.items()},
                             **{f"test_{k}": v for k, v in test.items()}},
                 "test_scores": test_scores.astype(np.float32),
@@ -369,6 +425,12 @@ def train(
         if stop_reason:
             break
     return metrics
+
+
+def cpu_copy(state_dict: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a state dict with every tensor on the CPU (checkpoints load it anywhere)."""
+    return {k: v.detach().to("cpu", copy=True) if isinstance(v, torch.Tensor)
+            else copy.deepcopy(v) for k, v in state_dict.items()}
 
 
 def save_state(state: dict[str, Any], path: str) -> None:

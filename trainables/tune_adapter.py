@@ -19,6 +19,7 @@ from ray import tune
 from results.storage import CHECKPOINT_FILE
 from trainables.config import TrainConfig
 from trainables.dataset import ImageSet
+from trainables.device import TrialMemory, cap_memory_share
 from trainables.folding import BudgetRecords, budgets_of, without_budgets
 from trainables.plugins import load_plugins
 from trainables.train import load_state, save_state, train
@@ -31,6 +32,7 @@ def trial_device() -> str:
     torch.set_num_threads(cpus)  # one trial must not oversubscribe the node's cores
     if resources.get("GPU", 0) > 0:
         if torch.cuda.is_available():
+            cap_memory_share(resources["GPU"], "cuda")  # a fractional GPU: memory too
             return "cuda"
         warnings.warn(f"this trial was given a GPU on {os.uname().nodename} but torch sees "
                       "none (CPU-only torch build or driver missing); training on the CPU",
@@ -86,9 +88,8 @@ def trainable(config: dict[str, Any], data: ImageSet, plugins: tuple[str, ...] =
                        os.path.join(folder, CHECKPOINT_FILE))
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
-    try:
-        train(cfg, data, device=trial_device(), resume=resume, on_epoch=report)
-    finally:
-        # The worker may be reused for the next trial: hand its GPU memory back now.
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+    # The worker may be reused for the next trial: however the run ends (Tune stops it with
+    # SystemExit inside tune.report), its tensors are freed and its GPU memory handed back.
+    device = trial_device()
+    with TrialMemory(device, f"trial {tune.get_context().get_trial_id()}"):
+        train(cfg, data, device=device, resume=resume, on_epoch=report)
