@@ -7,6 +7,10 @@ Usage:
     tables["trials"], tables["epochs"], tables["predictions"], tables["studies"]  # DataFrames
     tables["evaluations"], tables["eval_predictions"], tables["robustness"]  # empty until the
     # analysis commands (study.evaluate, study.robustness) have written them
+
+One job, a little over 450 lines: from trial outcomes to rows, to schema-conformed Parquet
+files, and back, merged. Paths go through ``results.storage``, the schema is
+``results.schema``'s, Tune is ``study.outcomes``' business.
 """
 
 from __future__ import annotations

@@ -455,7 +455,7 @@ def _fill_storage_then_resume(workdir: Path, store: Path, data: Path | None) -> 
                        "--cpus-per-trial", "0.5", "--gpus-per-trial", "0.5",
                        "--max-failures", "1", "--quiet"])
     filler.join()
-    from study.run import rescue_dir
+    from study.storage_guard import rescue_dir
 
     rescued = rescue_dir(str(study))
     first.update(tables_written=(study / "trials.parquet").exists(),

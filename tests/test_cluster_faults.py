@@ -23,7 +23,8 @@ from typing import Any
 import pytest
 
 import results
-from study.run import parse_args, resume_command
+from study.plan import resume_command
+from study.run import parse_args
 from study.storage_guard import (
     STORAGE_EXIT,
     rescue_dir,

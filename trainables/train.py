@@ -5,7 +5,12 @@ Usage: ``metrics = train(TrainConfig(model="small_cnn", epochs=3), load_dataset(
 Each epoch reports train loss, validation loss and metrics, and the common-test-set metrics of the
 best model so far (lowest validation loss, the weights early stopping restores) through
 ``on_epoch(metrics, checkpoint_state)``. Epoch ``e`` is seeded by (seed, e), so a run resumed
-from a checkpoint continues exactly as the uninterrupted run would have.
+from a checkpoint continues exactly as the uninterrupted run would have (on the CPU; see
+docs/scaling.md for CUDA).
+
+One job, a little over 450 lines: the run's state (model, optimiser, schedule, EMA, splits),
+one epoch of training, scoring, the best-so-far record, and the loop over epochs. Checkpoint
+files are ``trainables.checkpoint``'s, folded budgets ``trainables.folding``'s.
 """
 
 from __future__ import annotations
