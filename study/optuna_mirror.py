@@ -39,17 +39,18 @@ from optuna.distributions import (
 from optuna.trial import TrialState
 from ray import tune
 
+from results import storage
 from search_spaces.base import Param, Space
 from study.interrupt import InterruptLedger
+from study.outcomes import NATURAL_ENDS
 from trainables.folding import budgets_of, served_trials
 
 JOURNAL_FILE = "optuna.log"  # inside the study directory
-NATURAL_ENDS = ("budget", "early_stopping")  # a trial that ended so is COMPLETE, not PRUNED
 
 
 def journal_storage(location: str) -> optuna.storages.BaseStorage:
     """An Optuna storage: a journal file path, or a database URL (sqlite:///..., mysql://...)."""
-    if "://" in location:
+    if storage.is_uri(location):
         return optuna.storages.RDBStorage(location)
     from optuna.storages.journal import JournalFileBackend
 

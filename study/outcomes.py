@@ -15,6 +15,9 @@ from typing import Any
 
 from results.tables import TrialOutcome
 
+# Stop reasons of a trial that ended on its own (its budget, or patience); a TERMINATED trial
+# with any other was stopped by the scheduler (ASHA).
+NATURAL_ENDS = ("budget", "early_stopping")
 # Tune's names of reported columns -> the tables' names.
 TUNE_COLUMNS = {"time_total_s": "wall_seconds"}
 

@@ -20,8 +20,7 @@ from typing import Any, TextIO
 from ray import tune
 
 from search_spaces.base import Space
-
-NATURAL_ENDS = ("budget", "early_stopping")
+from study.outcomes import NATURAL_ENDS
 
 
 class ProgressLine(tune.Callback):

@@ -59,7 +59,7 @@ from study.study_file import check_resumable, claim_study, study_record
 from trainables.dataset import describe, sample_subset
 from trainables.folding import split_trial_id
 from trainables.models import BUILT_IN_MODELS
-from trainables.plugins import check_model
+from trainables.plugins import check_model, is_plugin_file
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -304,7 +304,7 @@ def hide_tune_restore_hint() -> None:
 
 def plugin_targets(plugins: list[str]) -> tuple[str, ...]:
     """--plugin values as the trial workers must import them: .py paths made absolute."""
-    return tuple(str(Path(p).expanduser().resolve()) if p.endswith(".py") or "/" in p else p
+    return tuple(str(Path(p).expanduser().resolve()) if is_plugin_file(p) else p
                  for p in plugins)
 
 

@@ -52,6 +52,11 @@ def _import_path(path: Path) -> None:
         raise
 
 
+def is_plugin_file(target: str) -> bool:
+    """Whether a --plugin value names a .py file (else a dotted module name)."""
+    return target.endswith(".py") or "/" in target
+
+
 def load_plugins(names: Iterable[str] = (), installed: bool = True) -> None:
     """Import the plugin modules ``names`` (dotted names or .py paths) and, with
     ``installed``, those of the ``cifake_study.models`` entry points."""
@@ -64,7 +69,7 @@ def load_plugins(names: Iterable[str] = (), installed: bool = True) -> None:
     for target, ep_name in targets:
         where = f"entry point {ep_name!r} ({target})" if ep_name else f"plugin {target!r}"
         try:
-            if target.endswith(".py") or "/" in target:
+            if is_plugin_file(target):
                 _import_path(Path(target).expanduser())
             else:
                 importlib.import_module(target)
