@@ -23,6 +23,7 @@ import pandas as pd
 from results.paper_tables import PaperTable, paper_tables
 from results.schema import HYPERPARAMETER_NAMES
 from results.stats import bootstrap, mcnemar
+from trainables.eval_sets import SET_METRICS, set_columns
 
 AGGREGATES = ("max", "min", "mean", "median")
 ASHA_MARK, PATIENCE_MARK = "*", "†"
@@ -157,11 +158,44 @@ def trial_predictions(tables: dict[str, pd.DataFrame], trial: pd.Series) -> pd.D
 # Reports
 
 
+BY = ("metric", "worst-eval", "mean-eval")
+
+
+def eval_summary(trials: pd.DataFrame, eval_metric: str = "auc") -> tuple[pd.DataFrame, list[str]]:
+    """``trials`` with ``worst_eval_<m>`` and ``mean_eval_<m>`` over its evaluation sets'
+    ``eval_metric`` columns, and those columns' names (``study.run --eval-data``).
+
+    A trial that lacks a set (another study's, or a set with one class, whose AUC is NaN) has
+    no worst or mean: it cannot be said to generalise to a set it was not scored on.
+    """
+    if eval_metric not in SET_METRICS:
+        raise ReportError(f"--eval-metric {eval_metric!r} is not one of {', '.join(SET_METRICS)}")
+    cols = list(set_columns(trials.columns, eval_metric).values())
+    if not cols:
+        raise ReportError("these studies have no evaluation sets; run study.run with "
+                          "--eval-data NAME=PATH (or rank with --by metric)")
+    values = trials[cols].astype(float)
+    out = trials.assign(**{f"worst_eval_{eval_metric}": values.min(axis=1, skipna=False),
+                           f"mean_eval_{eval_metric}": values.mean(axis=1, skipna=False)})
+    return out, cols
+
+
 def leaderboard(tables: dict[str, pd.DataFrame], metric: str = "test_accuracy",
                 top: int | None = None, ci: bool = False, n_boot: int = 1000, seed: int = 0,
-                level: float = 0.95) -> Report:
-    """Trials ranked by ``metric``, each marked with why it stopped (ASHA, patience, budget)."""
+                level: float = 0.95, by: str = "metric", eval_metric: str = "auc") -> Report:
+    """Trials ranked by ``metric``, each marked with why it stopped (ASHA, patience, budget).
+
+    ``by="worst-eval"`` ranks by the worst of the evaluation sets' ``eval_metric`` (how a
+    detector does where it does worst), ``"mean-eval"`` by their mean; the sets' own columns
+    are shown beside it.
+    """
     trials = tables["trials"]
+    shown: list[str] = []
+    if by != "metric":
+        if by not in BY:
+            raise ReportError(f"--by {by!r} is not one of {', '.join(BY)}")
+        trials, shown = eval_summary(trials, eval_metric)
+        metric = f"{by.split('-')[0]}_eval_{eval_metric}"
     _check_column(trials, metric, "metric")
     df = trials.sort_values(metric, ascending=not higher_is_better(metric), na_position="last",
                             kind="stable").reset_index(drop=True)
@@ -169,9 +203,13 @@ def leaderboard(tables: dict[str, pd.DataFrame], metric: str = "test_accuracy",
     df["stopped"] = df.apply(stopped_label, axis=1) if len(df) else []
     extra = [m for m in ("test_accuracy", "test_auc") if m != metric]
     cols = ["rank", *(["study"] if df["study"].nunique() > 1 else []), "trial_id",
-            *varying(trials), "status", "stopped", "best_epoch", metric, *extra,
+            *varying(trials), "status", "stopped", "best_epoch", metric, *shown, *extra,
             "train_seconds"]
     notes = _marks_notes(df["stop_reason"])
+    if shown:
+        notes.append(f"{metric}: the {by.split('-')[0]} over the evaluation sets "
+                     f"({', '.join(shown)}), each scored with the best epoch's weights; a "
+                     "trial missing a set ranks last.")
     if top:
         df = df.head(top)
     out = df[list(dict.fromkeys(cols))].copy()

@@ -3,6 +3,7 @@
 Usage:
     python -m results.query sql "SELECT model, max(test_accuracy) FROM trials GROUP BY 1" studies/a
     python -m results.query leaderboard studies/a studies/b [--metric test_auc] [--top 10] [--ci]
+    python -m results.query leaderboard studies/a --by worst-eval [--eval-metric auc]
     python -m results.query compare --rows model --cols batch_size --metric test_accuracy \\
         --agg max studies/a
     python -m results.query curves <trial_id> studies/a [--png curves.png]
@@ -49,6 +50,10 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--top", type=int)
     s.add_argument("--ci", action="store_true", help="bootstrap interval of test accuracy")
     s.add_argument("--n-boot", type=int, default=1000)
+    s.add_argument("--by", choices=aggregate.BY, default="metric",
+                   help="rank by --metric, or by the worst (or mean) over the evaluation sets")
+    s.add_argument("--eval-metric", default="auc",
+                   help="the evaluation sets' metric --by worst-eval/mean-eval uses")
 
     s = sub.add_parser("compare", parents=[common], help="pivot a metric over two columns")
     s.add_argument("studies", nargs="+")
@@ -108,7 +113,8 @@ def run(args: argparse.Namespace) -> Report:
     names = None if needs_predictions else ["trials", "epochs", "studies"]
     tables = load(args.studies, tables=names)
     if args.command == "leaderboard":
-        return aggregate.leaderboard(tables, args.metric, args.top, args.ci, args.n_boot)
+        return aggregate.leaderboard(tables, args.metric, args.top, args.ci, args.n_boot,
+                                     by=args.by, eval_metric=args.eval_metric)
     if args.command == "compare":
         return aggregate.compare(tables, args.rows, args.cols, args.metric, args.agg,
                                tests=not args.no_tests)

@@ -15,6 +15,9 @@ changing any existing column: a study without them reads them as empty, so no ve
 ``ema``, ``tta``) to ``trials``, which changes every ``config_key``. 4 adds the ``normalize``
 hyperparameter and ``trials.checkpoint``, the folder of each trial's last checkpoint as the study
 recorded it (for older studies ``results.migrate`` finds it among Tune's trial folders).
+A study's evaluation sets (``--eval-data``) add float columns ``eval_*`` to ``trials`` and
+``epochs`` (``EXTRA_COLUMNS``) and rows to ``evaluations`` and ``eval_predictions``: nothing that
+existed changes, so no version bump.
 ``cross_generator`` is not a table of one study: ``study.cross_generator`` writes it to its own
 folder (``OTHER_TABLES``).
 """
@@ -26,6 +29,7 @@ import dataclasses
 import pyarrow as pa
 
 from trainables.config import TrainConfig
+from trainables.eval_sets import is_eval_column
 from trainables.metrics import METRIC_NAMES
 
 SCHEMA_VERSION = 4
@@ -222,6 +226,12 @@ CROSS_GENERATOR = pa.schema(
     ]
 )
 
+# Columns a table holds beyond its declared ones, by name: the metrics of a study's evaluation
+# sets (``--eval-data``; ``trainables.eval_sets``), one column per set, metric and generator.
+# They are float64, added where a study has such sets, and never change a declared column.
+EXTRA_COLUMNS = {"trials": is_eval_column, "epochs": is_eval_column}
+
+
 # The tables of a study directory; ``study.run`` writes RUN_TABLES, the analysis commands the rest.
 TABLES = {"trials": TRIALS, "epochs": EPOCHS, "predictions": PREDICTIONS, "studies": STUDIES,
           "evaluations": EVALUATIONS, "eval_predictions": EVAL_PREDICTIONS,
@@ -229,6 +239,13 @@ TABLES = {"trials": TRIALS, "epochs": EPOCHS, "predictions": PREDICTIONS, "studi
 RUN_TABLES = ("trials", "epochs", "predictions", "studies")
 OTHER_TABLES = {"cross_generator": CROSS_GENERATOR}
 SCHEMAS = {**TABLES, **OTHER_TABLES}
+
+
+def extra_columns(name: str, columns: list[str]) -> list[str]:
+    """The columns among ``columns`` that table ``name`` keeps beyond its declared ones."""
+    keep = EXTRA_COLUMNS.get(name)
+    declared = set(SCHEMAS[name].names)
+    return [c for c in columns if keep and keep(c) and c not in declared]
 
 # The columns identifying a row of each table (merges keep the last row per key).
 KEYS = {

@@ -45,8 +45,11 @@ from results.schema import (
     TABLES,
     TRIALS,
     VERSION_KEY,
+    extra_columns,
 )
 from trainables.config import ConfigError, TrainConfig
+from trainables.dataset import ImageSet
+from trainables.eval_sets import is_eval_column
 from trainables.folding import served_trials, state_of_trial
 from trainables.metrics import METRIC_NAMES
 
@@ -74,6 +77,9 @@ def to_table(df: pd.DataFrame, name: str) -> pa.Table:
     """Conform ``df`` to the declared schema: missing columns become nulls, types are cast."""
     schema = SCHEMAS[name]
     df = df.reset_index(drop=True)
+    # The evaluation sets' metric columns, in their order after the declared ones.
+    schema = pa.schema([*schema, *(pa.field(c, pa.float64())
+                                   for c in extra_columns(name, list(df.columns)))])
     columns = {}
     for f in schema:
         if f.name in df.columns:
@@ -279,10 +285,14 @@ def trial_rows(
     if history is not None and len(history):
         last = history.iloc[-1].to_dict()
         reached = budget is not None and int(last["epoch"]) == budget
+        # Evaluation sets: every metric in the trial's row, the whole-set ones per epoch.
+        extra = [c for c in history.columns if is_eval_column(c)]
+        per_epoch = [c for c in extra if "__" not in c]
         for rec in history.to_dict("records"):
             epochs.append({"study": study, "trial_id": trial_id,
                            **{f.name: _clean(rec.get(f.name)) for f in EPOCHS
-                              if f.name not in ("study", "trial_id")}})
+                              if f.name not in ("study", "trial_id")},
+                           **{c: _clean(rec.get(c)) for c in per_epoch}})
         # The test metrics are the best epoch's, computed at that epoch's threshold.
         best = history[history["epoch"] == last.get("best_epoch")]
         threshold = (best.iloc[-1] if len(best) else history.iloc[-1]).get("threshold")
@@ -299,6 +309,7 @@ def trial_rows(
             **{k: last.get(k) for k in ("num_params", "n_train", "n_val", "n_test", "node",
                                         "device")},
             "restarts": int(last.get("restarts", 0) or 0),
+            **{c: last.get(c) for c in extra},
         })
         reason = last.get("stop_reason") or ("budget" if reached else "")
     else:
@@ -318,10 +329,18 @@ def trial_rows(
 
 def frames(rows: list[tuple[dict[str, Any], list[dict[str, Any]]]]
            ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    trials = pd.DataFrame([r for r, _ in rows], columns=[f.name for f in TRIALS])
-    epochs = pd.DataFrame([e for _, es in rows for e in es], columns=[f.name for f in EPOCHS])
+    trial_rows_ = [r for r, _ in rows]
+    epoch_rows = [e for _, es in rows for e in es]
+    trials = pd.DataFrame(trial_rows_, columns=_columns("trials", TRIALS, trial_rows_))
+    epochs = pd.DataFrame(epoch_rows, columns=_columns("epochs", EPOCHS, epoch_rows))
     return trials.sort_values("trial_id", ignore_index=True), epochs.sort_values(
         ["trial_id", "epoch"], ignore_index=True)
+
+
+def _columns(name: str, schema: pa.Schema, rows: list[dict[str, Any]]) -> list[str]:
+    """The declared columns, then the evaluation-set columns any row has, in first-seen order."""
+    seen = list(dict.fromkeys(k for r in rows for k in r))
+    return [*schema.names, *extra_columns(name, seen)]
 
 
 @dataclass
@@ -397,6 +416,43 @@ def prediction_frame(study: str, trial_id: str, state: dict[str, Any]) -> pd.Dat
     })
 
 
+def eval_set_frames(study: str, trial_id: str, state: dict[str, Any],
+                    eval_sets: dict[str, ImageSet]) -> tuple[list[dict[str, Any]], pd.DataFrame]:
+    """(``evaluations`` rows, ``eval_predictions`` rows) of one trial from its checkpoint's
+    scores of the study's evaluation sets (``study.run --eval-data``), best weights."""
+    from trainables.metrics import classification_metrics
+
+    best = state.get("best") or {}
+    threshold = float(best.get("threshold", 0.5))
+    config = state.get("config") or {}
+    rows, preds = [], []
+    for name, scores in (best.get("eval_scores") or {}).items():
+        data = eval_sets.get(name)
+        if data is None or len(scores) != len(data):
+            continue  # a set this study no longer names, or another version of it
+        scores = np.asarray(scores, dtype=np.float32)
+        labels = data.labels
+        rows.append({
+            "study": study, "trial_id": trial_id, "eval_set": name,
+            "model": config.get("model"), "weights": "best", "data_source": data.source,
+            "data_fingerprint": data.fingerprint, "data_layout": data.layout,
+            "image_size": int(data.images.shape[1]), "n_images": len(labels),
+            "n_real": int((labels == 0).sum()), "n_fake": int((labels == 1).sum()),
+            "threshold": threshold, **classification_metrics(labels, scores, threshold),
+            "evaluated": dt.datetime.now().replace(microsecond=0),
+        })
+        manifest = data.manifest
+        preds.append(pd.DataFrame({
+            "study": study, "trial_id": trial_id, "eval_set": name,
+            "image_id": manifest["path"].astype(str).to_numpy(),
+            "generator": manifest["generator"].astype(str).to_numpy(),
+            "split": manifest["split"].astype(str).to_numpy(),
+            "label": labels.astype(np.int8), "score": scores,
+            "predicted": (scores >= threshold).astype(np.int8),
+        }))
+    return rows, (pd.concat(preds, ignore_index=True) if preds else empty("eval_predictions"))
+
+
 def _existing(study_dir: str, name: str) -> pd.DataFrame | None:
     path = storage.join(study_dir, f"{name}.parquet")
     if not storage.is_file(path):
@@ -412,17 +468,21 @@ def write_study_tables(
     study_dir: str, study: str, outcomes: list[TrialOutcome], *,
     info: dict[str, Any] | None = None, ended: dt.datetime | None = None,
     hardware_info: dict[str, Any] | None = None, revision: str | None = None,
-    merge_existing: bool = True,
+    merge_existing: bool = True, eval_sets: dict[str, ImageSet] | None = None,
 ) -> tuple[pd.DataFrame, list[str]]:
     """Build and atomically write every table of a study; returns (trials, written paths).
 
     ``info`` defaults to the directory's ``study.json``; ``hardware_info`` and ``revision``
     override what is detected (see ``results.provenance``). With ``merge_existing`` the rows of
     tables already in ``study_dir`` are kept unless ``outcomes`` replace them (same key), so a
-    resumed study that reports only some trials loses none.
+    resumed study that reports only some trials loses none. ``eval_sets`` are the study's
+    evaluation sets: their scores in each checkpoint become ``evaluations`` and
+    ``eval_predictions`` rows (a trial's rows replace its earlier ones).
     """
     study_dir = str(study_dir)
     rows, predictions = [], []
+    evaluations: list[dict[str, Any]] = []
+    eval_predictions: list[pd.DataFrame] = []
     for o in outcomes:
         # A folded run is one trial per budget it served (trainables.folding).
         served = served_trials(o.trial_id, o.config)
@@ -433,8 +493,13 @@ def write_study_tables(
             rows.append(({**row, "checkpoint": checkpoint}, epochs))
         state = o.read_checkpoint()
         if state is not None:
-            predictions += [prediction_frame(study, tid, state_of_trial(state, tid))
-                            for tid in served.values()]
+            for tid in served.values():
+                view = state_of_trial(state, tid)
+                predictions.append(prediction_frame(study, tid, view))
+                if eval_sets:
+                    found, preds = eval_set_frames(study, tid, view, eval_sets)
+                    evaluations += found
+                    eval_predictions.append(preds)
     trials, epochs = frames(rows)
     new = {"trials": trials, "epochs": epochs, "predictions": merge("predictions", predictions)}
     if merge_existing:
@@ -447,6 +512,11 @@ def write_study_tables(
     new["studies"] = studies
     # Only the tables a run owns: evaluations and robustness rows survive a resume untouched.
     paths = [write_table(new[name], name, study_dir) for name in RUN_TABLES]
+    if evaluations:
+        by = ("study", "trial_id", "eval_set")
+        paths.append(replace_rows(study_dir, "eval_predictions",
+                                  merge("eval_predictions", eval_predictions), by))
+        paths.append(replace_rows(study_dir, "evaluations", pd.DataFrame(evaluations), by))
     return new["trials"], paths
 
 

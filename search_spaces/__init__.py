@@ -38,6 +38,7 @@ from search_spaces import (  # noqa: E402
     cifake_fast_search,
     cifake_grid,
     cifake_tpe,
+    generalise,
     iacob_genimage,
     kumar_resnet18,
     prudhvi_resnet50,
@@ -47,7 +48,8 @@ from search_spaces import (  # noqa: E402
 
 # The seed papers' protocols (one space per experiment), then the project's own studies.
 for _module in (bartos_split, bartos_batch, kumar_resnet18, purba_cnns, iacob_genimage,
-                prudhvi_resnet50, cifake_grid, cifake_tpe, cifake_fast_search, quickstart):
+                prudhvi_resnet50, cifake_grid, cifake_tpe, cifake_fast_search, generalise,
+                quickstart):
     register_space(_module.SPACE)
 
 __all__ = [

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from trainables.config import ConfigError, TrainConfig
+from trainables.eval_sets import EvalSetError, is_eval_column, metric_key, parse_eval_metric
 from trainables.folding import foldable_budgets
 
 KINDS = ("grid", "choice", "uniform", "loguniform", "randint", "per_model")
@@ -113,6 +114,19 @@ class Space:
     # the rest): what ``python -m study.train_best --space <name>`` retrains. Empty: none yet.
     chosen: dict[str, Any] = field(default_factory=dict)
 
+    # -- the metric ---------------------------------------------------------------------------
+    @property
+    def result_key(self) -> str:
+        """The key every epoch reports the metric under (what ASHA and the searcher read)."""
+        return metric_key(self.metric)
+
+    @property
+    def metric_column(self) -> str:
+        """The trials table's column of the metric: the best epoch's validation figure
+        (``best_val_*``), or an evaluation set's figure (``eval_*``, of the same epoch)."""
+        key = self.result_key
+        return key if is_eval_column(key) or key.startswith("best_") else f"best_{key}"
+
     # -- validation ---------------------------------------------------------------------------
     def validate(self) -> Space:
         def fail(msg: str) -> None:
@@ -129,6 +143,11 @@ class Space:
             fail(f"search {self.search!r} is not one of {SEARCHES}")
         if self.mode not in ("min", "max"):
             fail(f"mode {self.mode!r} must be 'min' or 'max'")
+        try:
+            if parse_eval_metric(self.metric) and self.mode != "max":
+                fail(f"metric {self.metric} is higher-is-better: set mode 'max'")
+        except EvalSetError as exc:
+            fail(str(exc))
         if self.num_samples < 1:
             fail("num_samples must be at least 1")
         for key, p in self.params.items():

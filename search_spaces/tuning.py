@@ -79,5 +79,5 @@ def to_tune(space: Space, seed: int = 0, fold: bool = True) -> TuneSetup:
         from ray.tune.search import BasicVariantGenerator
 
         search_alg = BasicVariantGenerator(random_state=seed)
-    return TuneSetup(param_space, scheduler, search_alg, space.num_samples, space.metric,
+    return TuneSetup(param_space, scheduler, search_alg, space.num_samples, space.result_key,
                      space.mode)

@@ -25,6 +25,7 @@ from study.trials import TrialError
 from trainables.checkpoint import CheckpointError, trust_checkpoints
 from trainables.config import ConfigError, TrainConfig
 from trainables.dataset import DataError, ImageSet
+from trainables.eval_sets import EvalSetError
 from trainables.ingest import load_dataset
 from trainables.plugins import ENTRY_POINT_GROUP, load_plugins
 from trainables.registry import UnknownNameError
@@ -39,7 +40,7 @@ class StudyError(RuntimeError):
 # Errors a command reports as "error: ..." with exit status 2 (bad input, not a bug).
 USER_ERRORS: tuple[type[BaseException], ...] = (
     StudyError, TrialError, DataError, SchemaError, StudyFileError, CheckpointError,
-    FileNotFoundError, ConfigError, SpaceError, UnknownNameError)
+    FileNotFoundError, ConfigError, SpaceError, UnknownNameError, EvalSetError)
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:

@@ -146,13 +146,11 @@ class OptunaMirror(tune.Callback):
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
                         **info: Any) -> None:
-        value = result.get(self.space.metric)
+        value = result.get(self.space.result_key)
         epoch = int(result.get("epoch", 0) or 0)
         if value is None or not epoch:
             return
-        best_key = f"best_{self.space.metric}" if not self.space.metric.startswith(
-            "best_") else self.space.metric
-        best = result.get(best_key, value)
+        best = result.get(self.space.metric_column, value)
         budgets = budgets_of(trial.config)
         for budget, tid in served_trials(trial.trial_id, trial.config).items():
             if budget is not None and epoch > budget:

@@ -17,6 +17,7 @@ from typing import Any
 
 from search_spaces import Space
 from study.cli import StudyError
+from trainables.eval_sets import parse_eval_metric
 
 
 def resources_for(args: argparse.Namespace, gpus_in_cluster: float) -> Any:
@@ -72,6 +73,10 @@ def describe_plan(space: Space, args: argparse.Namespace) -> str:
     lines = [f"space {space.name}: {space.description}",
              f"  search: {space.search}, {trials} trials, metric {space.metric} ({space.mode})",
              f"  epochs per trial: {', '.join(map(str, epochs))}"]
+    ranked_on = (parse_eval_metric(space.metric) or ("",))[0]
+    for spec in getattr(args, "eval_data", None) or ():
+        role = "the metric" if spec.partition("=")[0] == ranked_on else "never selects"
+        lines.append(f"  evaluation set {spec} (scored with the test set; {role})")
     budgets = [] if args.no_fold else space.folded_budgets()
     if budgets:
         lines.append(f"  folded: {space.run_count()} runs of {max(budgets)} epochs serve the "
@@ -127,6 +132,10 @@ def study_command(args: argparse.Namespace, name: str, sets: list[str] | None = 
         cmd += ["--seed", str(args.seed)]
     for plugin in getattr(args, "plugin", None) or ():
         cmd += ["--plugin", plugin]
+    for spec in getattr(args, "eval_data", None) or ():
+        cmd += ["--eval-data", spec]
+    if getattr(args, "metric", None):
+        cmd += ["--metric", args.metric]
     for pair in args.set if sets is None else sets:
         cmd += ["--set", pair]
     return cmd

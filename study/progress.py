@@ -26,8 +26,7 @@ from study.outcomes import NATURAL_ENDS
 class ProgressLine(tune.Callback):
     def __init__(self, space: Space, interval_s: float = 30.0, stream: TextIO | None = None
                  ) -> None:
-        self.metric = (space.metric if space.metric.startswith("best_")
-                       else f"best_{space.metric}")
+        self.metric = space.metric_column
         self.label = space.metric
         self.higher = space.mode == "max"
         self.interval_s = interval_s

@@ -37,6 +37,7 @@ from study.cli import (
     resolve_data,
     run_command,
 )
+from study.eval_data import check_metric_set, load_eval_sets, parse_eval_data, record_entry
 from study.plan import (
     check_resources,
     describe_plan,
@@ -57,6 +58,7 @@ from study.storage_guard import (
 )
 from study.study_file import check_resumable, claim_study, study_record
 from trainables.dataset import describe, sample_subset
+from trainables.eval_sets import set_columns
 from trainables.folding import split_trial_id
 from trainables.models import BUILT_IN_MODELS
 from trainables.plugins import check_model, is_plugin_file
@@ -79,6 +81,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--subset", type=int, metavar="N",
                    help="study a seeded, stratified, duplicate-aware subset of N images (cheap "
                    "searches; the subset is drawn with --seed)")
+    p.add_argument("--eval-data", action="append", default=[], metavar="NAME=PATH",
+                   help="an evaluation set (folder or .zip) every trial scores with the test set, "
+                   "e.g. other generators; repeatable; never trains or selects unless --metric "
+                   "names it")
+    p.add_argument("--metric", metavar="METRIC",
+                   help="rank trials (and stop them with ASHA) on this instead of the space's "
+                   "metric, e.g. val_loss or eval:<set>/auc (an --eval-data set)")
     p.add_argument("--storage", default="studies",
                    help="where study directories live: a local path, or a URI (s3://, gs://, "
                    "an NFS mount) that every node can reach (required for multi-node)")
@@ -158,6 +167,16 @@ def run(args: argparse.Namespace) -> int:
     space = resolve_space(args.space).with_overrides(overrides)
     if args.samples is not None:
         space = dataclasses.replace(space, num_samples=args.samples).validate()
+    if args.metric:
+        mode = "min" if args.metric.endswith("loss") else "max"
+        space = dataclasses.replace(space, metric=args.metric, mode=mode).validate()
+    eval_specs = parse_eval_data(args.eval_data)
+    try:
+        check_metric_set(space, eval_specs)
+    except StudyError as exc:
+        if not args.dry_run:
+            raise
+        print(f"note: to run it: {exc}")
     for model in space.models():  # a detector from outside must fit before trials start
         if model not in BUILT_IN_MODELS:
             check_model(model)
@@ -169,10 +188,11 @@ def run(args: argparse.Namespace) -> int:
     if args.subset:
         data = sample_subset(data, args.subset, args.seed)
     print(describe(data))
+    eval_sets = load_eval_sets(eval_specs, int(data.images.shape[1]), args.skip_bad, data)
     name = args.name or f"{space.name}-{dt.datetime.now():%Y%m%d-%H%M%S}"
     path = study_path(args.storage, name)
     info = storage.read_study_file(path)
-    record = study_record(name, space, overrides, args.seed, data)
+    record = study_record(name, space, overrides, args.seed, data, record_entry(eval_sets))
     if args.resume:
         check_resumable(info, path, record)
     elif info is not None:
@@ -189,9 +209,10 @@ def run(args: argparse.Namespace) -> int:
         gpus = float(ray.cluster_resources().get("GPU", 0))
         # A local Ray has no autoscaler; a cluster joined with --address may have one.
         check_resources(args, space, gpus, autoscaled=bool(args.address))
-        # The data set enters the object store once; every trial on a node maps that one copy.
+        # The data sets enter the object store once; every trial on a node maps that one copy.
         fn = tune.with_resources(tune.with_parameters(trainable, data=data,
-                                                      plugins=plugin_targets(args.plugin)),
+                                                      plugins=plugin_targets(args.plugin),
+                                                      eval_sets=eval_sets),
                                  resources_for(args, gpus))
         ledger = InterruptLedger()
         hide_tune_restore_hint()
@@ -250,7 +271,7 @@ def run(args: argparse.Namespace) -> int:
             if ledger.interrupted:  # trials Tune stopped at Ctrl-C did not finish
                 for o in outcomes:
                     o.finished = o.trial_id in ledger.finished
-            trials, paths = write_study_tables(path, name, outcomes)
+            trials, paths = write_study_tables(path, name, outcomes, eval_sets=eval_sets)
         except Exception as exc:
             # A storage failure surfaces as whatever Tune or pyarrow made of it; name it.
             guarded = storage_failure_in(exc)
@@ -329,9 +350,10 @@ def print_summary(trials: Any, space: Space, wall: float) -> None:
     counts = trials["status"].value_counts().to_dict()
     stops = trials["stop_reason"].value_counts().to_dict()
     print(f"\n{len(trials)} trials in {wall:.0f} s: {counts}; stopped by {stops}")
-    metric = f"best_{space.metric}" if not space.metric.startswith("best_") else space.metric
+    metric = space.metric_column
     cols = ["trial_id", *space.params, "status", "stop_reason", "epochs_run", metric,
-            "test_accuracy", "test_auc", "train_seconds"]
+            "test_accuracy", "test_auc", *set_columns(trials.columns, "auc").values(),
+            "train_seconds"]
     cols = list(dict.fromkeys(c for c in cols if c in trials.columns))
     table = trials.sort_values(metric, ascending=space.mode == "min", na_position="last")[cols]
     with pd.option_context("display.width", 160, "display.max_columns", 30,

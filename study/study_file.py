@@ -44,13 +44,16 @@ def claim_study(path: str, name: str, info: dict[str, Any]) -> None:
 
 
 def study_record(name: str, space: Space, overrides: dict[str, Any], seed: int,
-                 data: ImageSet) -> dict[str, Any]:
-    """What ``study.json`` records of a study: enough to refuse a resume that differs."""
+                 data: ImageSet, eval_sets: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What ``study.json`` records of a study: enough to refuse a resume that differs.
+
+    ``eval_sets``: ``study.eval_data.record_entry`` of the ``--eval-data`` sets.
+    """
     return {"format": STUDY_FORMAT, "schema_version": _schema_version(), "name": name,
             "space": json.loads(space.to_json()), "overrides": overrides, "seed": seed,
             "data_fingerprint": data.fingerprint, "data_source": data.source,
-            "data_report": data.report, "created": dt.datetime.now().isoformat(),
-            "versions": _versions()}
+            "data_report": data.report, "eval_sets": eval_sets or {},
+            "created": dt.datetime.now().isoformat(), "versions": _versions()}
 
 
 def check_resumable(info: dict[str, Any] | None, path: str, wanted: dict[str, Any]) -> None:
@@ -92,6 +95,12 @@ def resume_differences(info: dict[str, Any], wanted: dict[str, Any]) -> list[str
     if (info.get("overrides") or {}) != wanted["overrides"]:
         out.append(f"other --set values (it used {info.get('overrides') or {}}, not "
                    f"{wanted['overrides']})")
+    before, now = info.get("eval_sets") or {}, wanted.get("eval_sets") or {}
+    if before != now:
+        def sets(s: dict[str, Any]) -> str:
+            return ", ".join(f"{k}={v.get('source')}" for k, v in s.items()) or "none"
+        out.append(f"other evaluation sets (it used {sets(before)}, not {sets(now)}); pass the "
+                   "same --eval-data")
     if info.get("seed") != wanted["seed"]:
         out.append(f"another --seed (it used {info.get('seed')}, not {wanted['seed']})")
     return out

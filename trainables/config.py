@@ -47,6 +47,14 @@ class TrainConfig:
     # by up to ``translate`` pixels (reflect padding, whole pixels: no resampling blur).
     flip: bool = False
     translate: int = 0
+    # Degradations for generalisation (trainables.degrade; Wang et al., CVPR 2020, Sec. 4):
+    # the probability of blurring an image (Gaussian, sigma ~ U[0, blur_sigma] pixels), of JPEG
+    # re-compressing it (quality ~ U{30..100}) and of resampling it down by U[0.5, 1] and back.
+    # Their "Blur+JPEG (0.5)" detector: blur=0.5, jpeg=0.5. 0 = off.
+    blur: float = 0.0
+    blur_sigma: float = 3.0
+    jpeg: float = 0.0
+    rescale: float = 0.0
     schedule: str = "exponential"
     # Fraction of the run spent ramping up to the peak lr (schedule="onecycle").
     warmup: float = 0.2
@@ -114,6 +122,10 @@ class TrainConfig:
         need(0.0 <= self.warmup < 1.0, "warmup", "must lie in [0, 1)")
         need(0.0 <= self.ema < 1.0, "ema", "must lie in [0, 1) (e.g. 0.99; 0 disables it)")
         need(0 <= self.translate <= 8, "translate", "must be 0-8 pixels")
+        for key in ("blur", "jpeg", "rescale"):
+            need(0.0 <= getattr(self, key) <= 1.0, key, "is a probability: must lie in [0, 1]")
+        need(0.0 < self.blur_sigma <= 10.0, "blur_sigma",
+             "must lie in (0, 10] pixels (Wang et al. use 3 at 224 px; about 1 suits 32 px)")
         need(self.patience >= 0, "patience", "must be >= 0 (0 disables early stopping)")
         need(self.normalize in ("model", "unit", "imagenet"), "normalize",
              "must be 'model' (the model's own), 'unit' (x/255) or 'imagenet'")

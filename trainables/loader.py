@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from trainables.degrade import Degrade
 from trainables.model_base import IMAGENET_MEAN, IMAGENET_STD
 
 CHUNK_BYTES = 64 * 2**20  # staging buffer of a host-to-GPU copy: one 64 MiB pinned block
@@ -107,8 +108,11 @@ class Preprocess:
     """
 
     def __init__(self, size: int, normalize: str, channels_last: bool, augment: bool,
-                 flip: bool = False, translate: int = 0) -> None:
+                 flip: bool = False, translate: int = 0, degrade: Degrade | None = None
+                 ) -> None:
         self.size = size
+        # Blur, JPEG and rescaling (trainables.degrade), before the geometric augmentations.
+        self.degrade = degrade if degrade is not None and degrade.active else None
         self.channels_last = channels_last
         self.augment = augment
         self.flip = flip
@@ -125,9 +129,10 @@ class Preprocess:
 
     @property
     def uniforms(self) -> int:
-        """Uniform numbers each image's augmentation takes (translate 2, flip 1, augment 4)."""
+        """Uniform numbers each image's augmentation takes (translate 2, flip 1, augment 4,
+        then the degradations'; a config without degradations draws as it always did)."""
         return (TRANSLATE_U if self.translate else 0) + (FLIP_U if self.flip else 0) + (
-            AUGMENT_U if self.augment else 0)
+            AUGMENT_U if self.augment else 0) + (self.degrade.uniforms if self.degrade else 0)
 
     def draw(self, n: int, generator: torch.Generator | None, device: torch.device
              ) -> torch.Tensor:
@@ -141,6 +146,9 @@ class Preprocess:
         x = x.contiguous(memory_format=fmt).float().div_(255.0)
         if self.uniforms and u is None:
             u = self.draw(x.shape[0], generator, x.device)
+        col = self.uniforms - (self.degrade.uniforms if self.degrade else 0)
+        if self.degrade is not None:
+            x = self.degrade(x, u[:, col:])
         col = 0
         if self.translate:
             x = random_translate(x, self.translate, u=u[:, col : col + TRANSLATE_U])

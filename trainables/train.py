@@ -19,7 +19,7 @@ import copy
 import math
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -30,12 +30,15 @@ from torch import nn
 from trainables import checkpoint
 from trainables.config import ConfigError, TrainConfig
 from trainables.dataset import ImageSet, make_splits
+from trainables.degrade import Degrade
 from trainables.device import autocast_off, out_of_memory_error
+from trainables.eval_sets import set_metrics
 from trainables.loader import Preprocess, batch_count, batches, resident_images
 from trainables.metrics import METRIC_NAMES, auc, best_threshold, classification_metrics
 from trainables.model_base import AnomalyDetector, count_parameters, input_normalization
 from trainables.models import create_model, model_spec
 
+EVAL_SPLIT = "eval:"  # prefix of an evaluation set's split name in a run
 EpochCallback = Callable[[dict[str, Any], Callable[[], dict[str, Any]]], None]
 CHECKPOINT_FORMAT = 1
 WHITENING_SAMPLE = 5000  # training images the cifake_fast stem's whitening is estimated from
@@ -61,7 +64,8 @@ def select_device(prefer: str | None = None) -> torch.device:
 class _Run:
     """State of one training run; ``state()`` is the self-describing checkpoint."""
 
-    def __init__(self, config: TrainConfig, data: ImageSet, device: torch.device) -> None:
+    def __init__(self, config: TrainConfig, data: ImageSet, device: torch.device,
+                 eval_sets: Mapping[str, ImageSet] | None = None) -> None:
         self.config = config
         self.device = device
         spec = model_spec(config.model)
@@ -83,11 +87,22 @@ class _Run:
         self.index = {k: torch.from_numpy(getattr(self.splits, k)).to(device)
                       for k in ("train", "val", "test")}
         self.y = {k: labels[getattr(self.splits, k)].to(device) for k in ("train", "val", "test")}
+        # Evaluation sets (trainables.eval_sets): splits of their own, "eval:<name>", each
+        # resident like the training set and scored only when the test set is.
+        self.eval_sets = dict(eval_sets or {})
+        self.sources: dict[str, torch.Tensor] = {}
+        for name, extra in self.eval_sets.items():
+            key = EVAL_SPLIT + name
+            self.sources[key] = resident_images(extra.images, device)
+            self.index[key] = torch.arange(len(extra), device=device)
+            self.y[key] = torch.from_numpy(extra.labels).to(device)
         self.test_ids = data.manifest["path"].to_numpy()[self.splits.test]
         self.test_labels = data.labels[self.splits.test].astype(np.int8)  # 0 REAL, 1 FAKE
         norm = input_normalization(spec, config.normalize)
         self.prep_train = Preprocess(self.resolution, norm, self.channels_last,
-                                     config.augment, config.flip, config.translate)
+                                     config.augment, config.flip, config.translate,
+                                     Degrade(config.blur, config.blur_sigma, config.jpeg,
+                                             config.rescale))
         self.prep_eval = Preprocess(self.resolution, norm, self.channels_last, False)
 
         torch.manual_seed(config.seed)
@@ -167,7 +182,8 @@ class _Run:
     # -- one epoch ---------------------------------------------------------------------------
     def batch(self, split: str, idx: torch.Tensor) -> torch.Tensor:
         """uint8 (B, 3, H, W) images of positions ``idx`` within ``split``."""
-        return self.images[self.index[split][idx]].permute(0, 3, 1, 2)
+        images = self.sources.get(split, self.images)
+        return images[self.index[split][idx]].permute(0, 3, 1, 2)
 
     @property
     def evaluated(self) -> nn.Module:
@@ -245,6 +261,18 @@ class _Run:
             raise FloatingPointError(
                 f"training diverged: loss became {loss_sum.item()} at epoch {self.epoch + 1}; "
                 f"lower lr (now {self.config.lr})")
+
+    def evaluate_sets(self, threshold: float) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+        """(columns, scores per set) of the evaluation sets, at the test metrics' threshold."""
+        columns: dict[str, float] = {}
+        scores: dict[str, np.ndarray] = {}
+        for name, extra in self.eval_sets.items():
+            _, s = self.evaluate(EVAL_SPLIT + name)
+            generators = extra.manifest["generator"].astype(str).to_numpy()
+            columns.update(set_metrics(name, extra.labels, generators if any(generators)
+                                       else None, s, threshold))
+            scores[name] = s.astype(np.float32)
+        return columns, scores
 
     @torch.no_grad()
     def evaluate(self, split: str) -> tuple[float, np.ndarray]:
@@ -329,14 +357,19 @@ def train(
     device: torch.device | str | None = None,
     resume: dict[str, Any] | None = None,
     on_epoch: EpochCallback | None = None,
+    eval_sets: Mapping[str, ImageSet] | None = None,
 ) -> dict[str, Any]:
     """Train ``config`` on ``data``; returns the metrics of the last epoch.
+
+    ``eval_sets`` ({name: data}) are scored whenever the test set is (``trainables.eval_sets``):
+    their metrics join the test metrics of the best model so far in every epoch's report.
 
     Running out of GPU memory raises ``TrialOutOfMemoryError``, whose message names the model,
     batch size, GPU share and free memory (``torch.cuda.OutOfMemoryError`` says none of them).
     """
     try:
-        return _train(config, data, device=device, resume=resume, on_epoch=on_epoch)
+        return _train(config, data, device=device, resume=resume, on_epoch=on_epoch,
+                      eval_sets=eval_sets)
     except torch.cuda.OutOfMemoryError as exc:
         where = select_device(str(device) if device is not None else None)
         raise out_of_memory_error(config.model, config.batch_size, where) from exc
@@ -349,10 +382,11 @@ def _train(
     device: torch.device | str | None,
     resume: dict[str, Any] | None,
     on_epoch: EpochCallback | None,
+    eval_sets: Mapping[str, ImageSet] | None = None,
 ) -> dict[str, Any]:
     device = select_device(device if isinstance(device, str) else
                            (str(device) if device is not None else None))
-    run = _Run(config, data, device)
+    run = _Run(config, data, device, eval_sets)
     if resume is not None:
         run.load(resume)
     metrics: dict[str, Any] = {}
@@ -383,6 +417,7 @@ def _train(
         if improved:
             _, test_scores = run.evaluate("test")
             test = classification_metrics(run.y["test"].cpu().numpy(), test_scores, threshold)
+            extra, extra_scores = run.evaluate_sets(threshold)
             run.best = {
                 "val_loss": val_loss, "epoch": run.epoch, "threshold": threshold,
                 # Kept whether or not patience is on: the test metrics describe these weights,
@@ -391,8 +426,9 @@ def _train(
                 # device memory for the life of the trial, and past it in a reused worker.
                 "weights": cpu_copy(run.evaluated.state_dict()),
                 "metrics": {**{f"best_val_{k}": v for k, v in val.items()},
-                            **{f"test_{k}": v for k, v in test.items()}},
+                            **{f"test_{k}": v for k, v in test.items()}, **extra},
                 "test_scores": test_scores.astype(np.float32),
+                "eval_scores": extra_scores,
             }
             run.bad_epochs = 0
         else:

@@ -54,9 +54,11 @@ def resumable_state(checkpoint: tune.Checkpoint) -> dict[str, Any] | None:
         return None
 
 
-def trainable(config: dict[str, Any], data: ImageSet, plugins: tuple[str, ...] = ()) -> None:
-    """Tune function trainable; ``data`` arrives once per node through ``tune.with_parameters``,
-    with the ``--plugin`` modules whose models this worker must know (``trainables.plugins``)."""
+def trainable(config: dict[str, Any], data: ImageSet, plugins: tuple[str, ...] = (),
+              eval_sets: dict[str, ImageSet] | None = None) -> None:
+    """Tune function trainable; ``data`` and the ``--eval-data`` sets arrive once per node
+    through ``tune.with_parameters``, with the ``--plugin`` modules whose models this worker
+    must know (``trainables.plugins``)."""
     load_plugins(plugins)
     logging.getLogger("ray").setLevel(logging.WARNING)  # not a line per saved checkpoint
     # With reuse_actors, Tune hands this worker the next trial only once this function has
@@ -92,4 +94,4 @@ def trainable(config: dict[str, Any], data: ImageSet, plugins: tuple[str, ...] =
     # SystemExit inside tune.report), its tensors are freed and its GPU memory handed back.
     device = trial_device()
     with TrialMemory(device, f"trial {tune.get_context().get_trial_id()}"):
-        train(cfg, data, device=device, resume=resume, on_epoch=report)
+        train(cfg, data, device=device, resume=resume, on_epoch=report, eval_sets=eval_sets)
