@@ -2,6 +2,10 @@
 
 Usage: ``python -m results.migrate studies/grid1 [studies/grid2 ...]``
 
+v4 -> v5: ``trials`` gains the degradation hyperparameters (``blur``, ``blur_sigma``, ``jpeg``,
+``rescale``) at their defaults, off, which is how v4 trained (``config_key`` is recomputed). The
+final-epoch, clean-test-set and training metrics are null: v4 did not measure them.
+
 v3 -> v4: ``trials`` gains ``normalize`` (at ``"model"``, how v3 trained; ``config_key`` is
 recomputed) and ``checkpoint``, each trial's newest checkpoint folder relative to the
 study directory. Newer studies record it as they end; for older ones it is found here, once, from
@@ -111,12 +115,19 @@ def _v3_to_v4(name: str, df: pd.DataFrame, study_dir: str) -> pd.DataFrame:
     return df.assign(checkpoint=[found[split_trial_id(t)[0]] for t in df["trial_id"]])
 
 
+def _v4_to_v5(name: str, df: pd.DataFrame, study_dir: str) -> pd.DataFrame:
+    """New hyperparameters at their defaults (how v4 trained); the new metric columns stay
+    empty: v4 did not measure them (rerun a trial to have them)."""
+    return _v2_to_v3(name, df)
+
+
 # from version -> the function bringing a table of that version to the next one (given the
 # table's name, the table and the study directory)
 MIGRATIONS: dict[int, Callable[[str, pd.DataFrame, str], pd.DataFrame]] = {
     1: lambda name, df, _: _v1_to_v2(name, df),
     2: lambda name, df, _: _v2_to_v3(name, df),
     3: _v3_to_v4,
+    4: _v4_to_v5,
 }
 
 

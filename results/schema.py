@@ -15,6 +15,10 @@ changing any existing column: a study without them reads them as empty, so no ve
 ``ema``, ``tta``) to ``trials``, which changes every ``config_key``. 4 adds the ``normalize``
 hyperparameter and ``trials.checkpoint``, the folder of each trial's last checkpoint as the study
 recorded it (for older studies ``results.migrate`` finds it among Tune's trial folders).
+5 adds the degradation hyperparameters (``blur``, ``blur_sigma``, ``jpeg``, ``rescale``), the
+final epoch's test metrics (``trials.final_test_*``, ``epochs.final_test_accuracy``/``_auc``),
+the clean test set's (``trials.test_clean_*``, ``n_test_clean``) and the training metrics per
+epoch (``epochs.train_*``).
 A study's evaluation sets (``--eval-data``) add float columns ``eval_*`` to ``trials`` and
 ``epochs`` (``EXTRA_COLUMNS``) and rows to ``evaluations`` and ``eval_predictions``: nothing that
 existed changes, so no version bump.
@@ -30,9 +34,9 @@ import pyarrow as pa
 
 from trainables.config import TrainConfig
 from trainables.eval_sets import is_eval_column
-from trainables.metrics import METRIC_NAMES
+from trainables.metrics import CLEAN_METRICS, METRIC_NAMES, TRAIN_METRICS
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 VERSION_KEY = b"cifake_study.schema_version"
 TABLE_KEY = b"cifake_study.table"
 
@@ -66,6 +70,13 @@ TRIALS = pa.schema(
         *[pa.field(f"best_val_{m}", _metric_type(m)) for m in METRIC_NAMES],
         *[pa.field(f"test_{m}", _metric_type(m)) for m in METRIC_NAMES],
         pa.field("threshold", pa.float64()),  # the one the test metrics used
+        # The test metrics of the trial's last epoch's weights: what a run reports that keeps
+        # its final model (Keras' EarlyStopping without restore_best_weights; fixed epochs).
+        *[pa.field(f"final_test_{m}", _metric_type(m)) for m in METRIC_NAMES],
+        # The best epoch's test metrics on the test images that have no byte-identical copy in
+        # the training pool, and how many those are.
+        *[pa.field(f"test_clean_{m}", pa.float64()) for m in CLEAN_METRICS],
+        pa.field("n_test_clean", pa.int64()),
         pa.field("train_seconds", pa.float64()),
         pa.field("wall_seconds", pa.float64()),
         pa.field("images_per_second", pa.float64()),  # median over epochs, training images
@@ -88,11 +99,15 @@ EPOCHS = pa.schema(
         pa.field("trial_id", pa.string()),
         pa.field("epoch", pa.int64()),
         pa.field("train_loss", pa.float64()),
+        # On the batches as trained (augmented, dropout on), as Keras reports them in fit.
+        *[pa.field(f"train_{m}", pa.float64()) for m in TRAIN_METRICS],
         pa.field("val_loss", pa.float64()),
         *[pa.field(f"val_{m}", _metric_type(m)) for m in METRIC_NAMES],
         pa.field("best_epoch", pa.int64()),
-        pa.field("test_accuracy", pa.float64()),
+        pa.field("test_accuracy", pa.float64()),  # of the best epoch so far
         pa.field("test_auc", pa.float64()),
+        pa.field("final_test_accuracy", pa.float64()),  # of this epoch's weights
+        pa.field("final_test_auc", pa.float64()),
         pa.field("lr", pa.float64()),
         pa.field("epoch_seconds", pa.float64()),
         pa.field("images_per_second", pa.float64()),

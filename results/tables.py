@@ -51,7 +51,7 @@ from trainables.config import ConfigError, TrainConfig
 from trainables.dataset import ImageSet
 from trainables.eval_sets import is_eval_column
 from trainables.folding import served_trials, state_of_trial
-from trainables.metrics import METRIC_NAMES
+from trainables.metrics import CLEAN_METRICS, METRIC_NAMES
 
 PathLike = str | os.PathLike[str]
 
@@ -302,6 +302,9 @@ def trial_rows(
             "best_val_loss": last.get("best_val_loss"),
             **{f"best_val_{m}": last.get(f"best_val_{m}") for m in METRIC_NAMES},
             **{f"test_{m}": last.get(f"test_{m}") for m in METRIC_NAMES},
+            **{f"final_test_{m}": last.get(f"final_test_{m}") for m in METRIC_NAMES},
+            **{f"test_clean_{m}": last.get(f"test_clean_{m}") for m in CLEAN_METRICS},
+            "n_test_clean": last.get("n_test_clean"),
             "threshold": threshold,
             "train_seconds": last.get("train_seconds"),
             "wall_seconds": last.get("wall_seconds"),

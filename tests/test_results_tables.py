@@ -210,6 +210,36 @@ def test_v2_study_gains_the_recipe_hyperparameters_at_their_defaults(tmp_path: P
              "ema": 0.0, "tta": False})
 
 
+DEGRADE_KEYS = ["blur", "blur_sigma", "jpeg", "rescale"]  # new in schema v5
+
+
+def test_v4_study_gains_the_degradations_off_and_empty_final_and_clean_metrics(
+        tmp_path: Path) -> None:
+    study = tmp_path / "s"
+    write(study, "s", [outcome(tmp_path, "t1"), outcome(tmp_path, "t2", batch_size=64)])
+    keys = list(results.load(study)["trials"]["config_key"])
+    for name in TABLES:
+        path = study / f"{name}.parquet"
+        if path.exists():
+            table = pq.read_table(path)
+            new = [c for c in table.column_names if c in DEGRADE_KEYS or c.startswith(
+                ("final_test_", "test_clean_", "train_acc", "train_prec", "train_rec",
+                 "train_f1")) or c == "n_test_clean"]
+            table = table.drop(new)
+            pq.write_table(table.replace_schema_metadata(
+                {VERSION_KEY: b"4", TABLE_KEY: name.encode()}), path)
+    with pytest.raises(SchemaError, match=f"schema v4; this version reads v{SCHEMA_VERSION}"):
+        results.load(study)
+    assert migrate_main([str(study)]) == 0
+    tables = results.load(study)
+    trials = tables["trials"]
+    assert list(trials["config_key"]) == keys  # off is how v4 trained
+    assert trials[DEGRADE_KEYS].iloc[0].to_dict() == {"blur": 0.0, "blur_sigma": 3.0,
+                                                      "jpeg": 0.0, "rescale": 0.0}
+    assert trials["final_test_accuracy"].isna().all() and trials["n_test_clean"].isna().all()
+    assert tables["epochs"]["train_accuracy"].isna().all()
+
+
 def test_checkpoint_without_labels_leaves_labels_null(tmp_path: Path) -> None:
     write(tmp_path / "s", "s", [outcome(tmp_path, "t1", labels=False)])
     preds = results.load(tmp_path / "s")["predictions"]

@@ -97,6 +97,59 @@ def test_early_stopping_restores_best_weights(data) -> None:
     assert all(torch.equal(best[k], restored[k]) for k in best)
 
 
+def test_final_epoch_test_metrics_are_those_of_the_weights_a_run_ends_with(data) -> None:
+    """Keras' EarlyStopping without restore_best_weights reports the stopping epoch's model;
+    ``final_test_*`` is that, ``test_*`` the best epoch's."""
+    # The test labels shuffled (training and validation untouched), so that the test figures
+    # are far from saturated and tell one epoch's weights from another's.
+    from dataclasses import replace
+
+    manifest = data.manifest.copy()
+    test = np.flatnonzero(manifest["split"].to_numpy() == "test")
+    labels = manifest["label"].to_numpy().copy()
+    labels[test] = np.random.default_rng(0).permutation(labels[test])
+    manifest["label"] = labels
+    data = replace(data, manifest=manifest)
+    # As in test_early_stopping_restores_best_weights: best at epoch 2, stopped at epoch 3.
+    stopped, history, _ = run(data, epochs=10, patience=1, lr=0.01)
+    assert stopped["stop_reason"] == "early_stopping" and stopped["epoch"] == 3
+    for m in history:
+        if m["best_epoch"] == m["epoch"]:  # the best epoch so far: the same weights
+            assert m["final_test_auc"] == m["test_auc"]
+    # The same run without patience ends with epoch 3's weights, those early stopping
+    # restored away: scored as inference scores them, they give the final figures.
+    plain, _, states = run(data, epochs=3, lr=0.01)
+    assert plain["final_test_auc"] == stopped["final_test_auc"] != stopped["test_auc"]
+    state = states[-1]
+    last = Detector.from_state({**state, "best": {**state["best"], "weights": None}})
+    cfg = TrainConfig.from_dict(state["config"])
+    images = data.images[make_splits(data, cfg.split_ratio, cfg.seed).test]
+    expected = classification_metrics(np.asarray(state["test_labels"]), last.scores(images))
+    assert stopped["final_test_auc"] == pytest.approx(expected["auc"])
+    assert stopped["final_test_accuracy"] == pytest.approx(expected["accuracy"])
+    assert {"train_accuracy", "train_precision", "train_recall", "train_f1"} <= set(stopped)
+    assert all(0.0 <= m["train_accuracy"] <= 1.0 for m in history)
+
+
+def test_clean_test_metrics_leave_out_test_images_copied_in_the_training_pool(
+        tmp_path: Path) -> None:
+    import shutil
+
+    from helpers import write_cifake_folder
+
+    from trainables.ingest import load_dataset
+
+    root = write_cifake_folder(tmp_path / "cifake", n_train=24, n_test=8)
+    # Three test images that are byte-identical to training images, as CIFAKE has hundreds.
+    for i, path in enumerate(sorted((root / "train" / "FAKE").iterdir())[:3]):
+        shutil.copy(path, root / "test" / "FAKE" / f"copy{i}{path.suffix}")
+    leaky = load_dataset(root, progress=False)
+    final, _, _ = run(leaky, epochs=2)
+    assert final["n_test"] == 19 and final["n_test_clean"] == 16
+    for m in ("accuracy", "precision", "recall", "f1", "auc", "ap"):
+        assert f"test_clean_{m}" in final
+
+
 def test_diverging_run_raises_a_clear_error(data) -> None:
     with pytest.raises(FloatingPointError, match="lower lr"):
         run(data, epochs=3, lr=1e20, optimizer="sgd")

@@ -23,6 +23,11 @@ METRIC_NAMES = (
     "precision_weighted", "recall_weighted", "f1_weighted",
     "auc", "ap", "tn", "fp", "fn", "tp",
 )
+# Training metrics per epoch, FAKE the positive class (Kumar's curves; Purba Figs 10 and 12).
+TRAIN_METRICS = ("accuracy", "precision", "recall", "f1")
+# Test metrics also reported for the test images with no byte-identical copy in the training
+# pool (CIFAKE's official test split shares 378 such groups with its training split).
+CLEAN_METRICS = ("accuracy", "precision", "recall", "f1", "auc", "ap")
 
 
 def classification_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float = 0.5

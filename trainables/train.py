@@ -34,7 +34,14 @@ from trainables.degrade import Degrade
 from trainables.device import autocast_off, out_of_memory_error
 from trainables.eval_sets import set_metrics
 from trainables.loader import Preprocess, batch_count, batches, resident_images
-from trainables.metrics import METRIC_NAMES, auc, best_threshold, classification_metrics
+from trainables.metrics import (
+    CLEAN_METRICS,
+    METRIC_NAMES,
+    TRAIN_METRICS,
+    auc,
+    best_threshold,
+    classification_metrics,
+)
 from trainables.model_base import AnomalyDetector, count_parameters, input_normalization
 from trainables.models import create_model, model_spec
 
@@ -98,6 +105,11 @@ class _Run:
             self.y[key] = torch.from_numpy(extra.labels).to(device)
         self.test_ids = data.manifest["path"].to_numpy()[self.splits.test]
         self.test_labels = data.labels[self.splits.test].astype(np.int8)  # 0 REAL, 1 FAKE
+        # The test images without a byte-identical copy among the images this trial trains
+        # and validates on: the "clean" test set, which no leak can flatter.
+        hashes = data.manifest["content_hash"].astype(str).to_numpy()
+        pool = np.concatenate([self.splits.train, self.splits.val])
+        self.test_clean = ~np.isin(hashes[self.splits.test], np.unique(hashes[pool]))
         norm = input_normalization(spec, config.normalize)
         self.prep_train = Preprocess(self.resolution, norm, self.channels_last,
                                      config.augment, config.flip, config.translate,
@@ -207,16 +219,25 @@ class _Run:
         return torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
                               enabled=self.amp_dtype is not None)
 
-    def _loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def _loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(loss, predicted labels or None for an anomaly detector) of a training batch."""
         if self.anomaly:
-            return self.model.loss(x, y)
+            return self.model.loss(x, y), None
         logits = self.forward(x)
         if logits.shape[-1] == 2:
-            return F.cross_entropy(logits.float(), y, label_smoothing=self.config.label_smoothing)
+            loss = F.cross_entropy(logits.float(), y,
+                                   label_smoothing=self.config.label_smoothing)
+            return loss, logits.detach().argmax(-1)
         target = y.float() * (1 - self.config.label_smoothing) + 0.5 * self.config.label_smoothing
-        return F.binary_cross_entropy_with_logits(logits.float().view(-1), target)
+        flat = logits.float().view(-1)
+        return F.binary_cross_entropy_with_logits(flat, target), (flat.detach() > 0).long()
 
-    def train_epoch(self) -> tuple[float, float]:
+    def train_epoch(self) -> tuple[float, float, dict[str, float]]:
+        """(mean loss, seconds, training metrics) of one epoch.
+
+        The training metrics are those of the batches as trained on (augmented, dropout on,
+        weights moving), as Keras reports ``accuracy`` during ``fit``: counted on the device.
+        """
         cfg = self.config
         torch.manual_seed(cfg.seed * 100_003 + self.epoch)  # dropout etc.: resumable
         gen = torch.Generator(device="cpu").manual_seed(cfg.seed * 100_003 + self.epoch)
@@ -229,13 +250,19 @@ class _Run:
         # summed on the device and checked for finiteness every FINITE_EVERY steps.
         draws = self.prep_train.draw(n, gen, self.device) if self.prep_train.uniforms else None
         total = torch.zeros((), device=self.device)
+        # Confusion counts of the training predictions: tp, fp, fn, tn (FAKE positive).
+        confusion = torch.zeros(4, dtype=torch.long, device=self.device)
         count = 0
         for step, idx in enumerate(batches(n, cfg.batch_size, True, gen, self.device), 1):
             u = draws[count : count + len(idx)] if draws is not None else None
             x = self.prep_train(self.batch("train", idx), u=u)
             y = y_all[idx]
             with self._autocast():
-                loss = self._loss(x, y)
+                loss, predicted = self._loss(x, y)
+            if predicted is not None:
+                confusion += torch.stack([(predicted & y).sum(), (predicted & (1 - y)).sum(),
+                                          ((1 - predicted) & y).sum(),
+                                          ((1 - predicted) & (1 - y)).sum()])
             self.opt.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             self.scaler.step(self.opt)
@@ -253,7 +280,8 @@ class _Run:
         if self.device.type == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - start
-        return float(total.item()) / max(count, 1), seconds
+        return float(total.item()) / max(count, 1), seconds, _train_metrics(
+            confusion.tolist(), self.anomaly)
 
     def _check_finite(self, loss_sum: torch.Tensor) -> None:
         """Raise if any loss summed into ``loss_sum`` (all >= 0) was inf or nan."""
@@ -301,6 +329,20 @@ class _Run:
                              else _eval_loss(logits, y))
             start = end
         return float(loss_sum.item() / max(len(y_all), 1)), scores.cpu().numpy()
+
+
+def _train_metrics(confusion: list[int], anomaly: bool) -> dict[str, float]:
+    """``train_<m>`` of ``TRAIN_METRICS`` from (tp, fp, fn, tn); NaN for an anomaly detector,
+    whose training predicts no labels (its threshold is fitted after each epoch)."""
+    if anomaly:
+        return {f"train_{m}": math.nan for m in TRAIN_METRICS}
+    tp, fp, fn, tn = confusion
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    return {"train_accuracy": (tp + tn) / max(tp + fp + fn + tn, 1),
+            "train_precision": precision, "train_recall": recall,
+            "train_f1": 2 * precision * recall / (precision + recall) if precision + recall
+            else 0.0}
 
 
 class _OneCycle:
@@ -393,7 +435,7 @@ def _train(
     host = socket.gethostname()
     n_train = len(run.y["train"])
     while run.epoch < config.epochs:
-        train_loss, seconds = run.train_epoch()
+        train_loss, seconds, train_metrics = run.train_epoch()
         run.epoch += 1
         run.train_seconds += seconds
         if not len(run.y["val"]):
@@ -414,9 +456,14 @@ def _train(
         val = (classification_metrics(val_labels, val_scores, threshold) if len(val_labels)
                else dict.fromkeys(METRIC_NAMES, math.nan))
         improved = val_loss < run.best["val_loss"] or not len(val_labels)
+        # The test set is scored every epoch: the best epoch's figures are the trial's
+        # (``test_*``), this epoch's are what a run ending here reports (``final_test_*``:
+        # Keras' EarlyStopping without restore_best_weights, or a fixed epoch count).
+        _, test_scores = run.evaluate("test")
+        test = classification_metrics(run.test_labels, test_scores, threshold)
         if improved:
-            _, test_scores = run.evaluate("test")
-            test = classification_metrics(run.y["test"].cpu().numpy(), test_scores, threshold)
+            clean = classification_metrics(run.test_labels[run.test_clean],
+                                           test_scores[run.test_clean], threshold)
             extra, extra_scores = run.evaluate_sets(threshold)
             run.best = {
                 "val_loss": val_loss, "epoch": run.epoch, "threshold": threshold,
@@ -426,7 +473,8 @@ def _train(
                 # device memory for the life of the trial, and past it in a reused worker.
                 "weights": cpu_copy(run.evaluated.state_dict()),
                 "metrics": {**{f"best_val_{k}": v for k, v in val.items()},
-                            **{f"test_{k}": v for k, v in test.items()}, **extra},
+                            **{f"test_{k}": v for k, v in test.items()},
+                            **{f"test_clean_{k}": clean[k] for k in CLEAN_METRICS}, **extra},
                 "test_scores": test_scores.astype(np.float32),
                 "eval_scores": extra_scores,
             }
@@ -443,12 +491,14 @@ def _train(
         metrics = {
             "epoch": run.epoch,
             "train_loss": train_loss,
+            **train_metrics,
             "val_loss": val_loss,
             **{f"val_{k}": v for k, v in val.items()},
             "threshold": threshold,
             "best_epoch": run.best["epoch"],
             "best_val_loss": run.best["val_loss"],
             **run.best["metrics"],
+            **{f"final_test_{k}": v for k, v in test.items()},
             "lr": run.opt.param_groups[0]["lr"],
             "epoch_seconds": seconds,
             "train_seconds": run.train_seconds,
@@ -459,6 +509,7 @@ def _train(
             "n_train": n_train,
             "n_val": len(run.y["val"]),
             "n_test": len(run.y["test"]),
+            "n_test_clean": int(run.test_clean.sum()),
             "stop_reason": stop_reason,
         }
         if on_epoch is not None:
