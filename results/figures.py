@@ -1,5 +1,6 @@
 """Figures of studies as PNG (matplotlib, Agg): curves, metric vs a hyperparameter, CMs, ROC,
-accuracy under perturbations (``robustness_figure``, drawn by ``python -m study.robustness``).
+parallel coordinates of the varied hyperparameters against the study metric, accuracy under
+perturbations (``robustness_figure``, drawn by ``python -m study.robustness``).
 
 Usage:
     python -m results.figures studies/grid1 -o figures/        # every figure as a PNG
@@ -22,7 +23,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 from sklearn.metrics import roc_curve
 
-from results.aggregate import higher_is_better, summarize, varying
+from results.aggregate import ReportError, higher_is_better, summarize, varying
+from results.importance import MIN_TRIALS, finished_trials, study_metric
 
 DPI = 110
 LOG2_AXES = ("batch_size",)  # doubling grids read best on a log2 axis
@@ -216,6 +218,78 @@ def robustness_figure(rows: pd.DataFrame, title: str = "") -> Figure:
     return fig
 
 
+def _axis(values: pd.Series) -> tuple[np.ndarray, list[float], list[str]]:
+    """One parallel axis: each trial's height in [0, 1], and the ticks (heights, labels).
+
+    Numbers that span a factor of 4 or more (batch sizes, learning rates) sit on a log scale,
+    where a doubling grid is evenly spaced; anything else that is not a number (a model, a
+    schedule, a flag) is a category, in sorted order, evenly spaced and labelled by name.
+    """
+    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+        x = values.astype(float).to_numpy()
+        lo, hi = np.nanmin(x), np.nanmax(x)
+        log = lo > 0 and hi / lo >= 4
+        f = np.log10 if log else (lambda v: v)
+        span = (f(hi) - f(lo)) or 1.0
+        height = (f(x) - f(lo)) / span
+        distinct = np.unique(x[~np.isnan(x)])
+        ticks = distinct if len(distinct) <= 8 else (
+            10 ** np.linspace(f(lo), f(hi), 5) if log else np.linspace(lo, hi, 5))
+        return height, [float((f(t) - f(lo)) / span) for t in ticks], [f"{t:.3g}" for t in ticks]
+    names = sorted(values.astype(str).unique())
+    at = {n: i / max(len(names) - 1, 1) for n, i in zip(names, range(len(names)), strict=True)}
+    return values.astype(str).map(at).to_numpy(dtype=float), list(at.values()), names
+
+
+def parallel_coordinates(trials: pd.DataFrame, params: list[str], metric: str) -> Figure:
+    """One line per trial across an axis per hyperparameter and the study metric, coloured by
+    the metric; trials cut by ASHA are dashed (their metric is of a shorter run)."""
+    columns = [*params, metric]
+    fig = Figure(figsize=(max(6.5, 1.9 * len(columns)), 4.8), dpi=DPI)
+    ax = fig.subplots()
+    axes = [_axis(trials[c]) for c in columns]
+    heights = np.column_stack([a[0] for a in axes])
+    value = trials[metric].astype(float).to_numpy()
+    norm = matplotlib.colors.Normalize(np.nanmin(value), np.nanmax(value))
+    cmap = matplotlib.colormaps["viridis"]
+    xs = np.arange(len(columns))
+    cut = (trials["stop_reason"] == "asha").to_numpy() if "stop_reason" in trials else (
+        np.zeros(len(trials), dtype=bool))
+    for i in np.argsort(value, kind="stable"):  # the highest values drawn last, on top
+        row, v, dashed = heights[i], value[i], cut[i]
+        ax.plot(xs, row, "--" if dashed else "-", color=cmap(norm(v)), lw=1.6, alpha=0.8)
+    for i, (_, at, labels) in enumerate(axes):
+        ax.axvline(i, color="0.3", lw=1)
+        for y, label in zip(at, labels, strict=True):
+            ax.text(i - 0.03, y, label, ha="right", va="center", fontsize=8,
+                    bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.7, "pad": 1})
+    ax.set_xticks(xs, columns)
+    ax.set_yticks([])
+    ax.set_xlim(-0.45, len(columns) - 0.85)
+    ax.set_ylim(-0.06, 1.06)
+    for side in ("left", "right", "top"):
+        ax.spines[side].set_visible(False)
+    fig.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label=metric,
+                 pad=0.02)
+    ax.set_title(f"{len(trials)} finished trials: hyperparameters against {metric}\n"
+                 "(one line per trial, coloured by the metric; dashed: cut by ASHA)")
+    fig.tight_layout()
+    return fig
+
+
+def hyperparameter_view(tables: dict[str, pd.DataFrame]
+                        ) -> tuple[pd.DataFrame, list[str], str]:
+    """(finished trials, the hyperparameters that vary among them, the study metric) for the
+    parallel-coordinates figure; a ReportError says why there is none."""
+    metric = study_metric(tables)
+    done, params = finished_trials(tables, metric)
+    if len(done) < MIN_TRIALS or len(params) < 2:
+        raise ReportError(f"a parallel-coordinates figure needs at least {MIN_TRIALS} finished "
+                          f"trials with {metric} and 2 hyperparameters that varied among them "
+                          f"(found {len(done)} trials, varied: {', '.join(params) or 'none'})")
+    return done, params, metric
+
+
 def standard_figures(tables: dict[str, pd.DataFrame]) -> dict[str, Figure]:
     """Every figure that the loaded tables support, by file stem."""
     trials, out = tables["trials"], {}
@@ -229,6 +303,10 @@ def standard_figures(tables: dict[str, pd.DataFrame]) -> dict[str, Figure]:
     out["confusion_matrices"] = confusion_matrices(trials)
     if len(tables["predictions"]):
         out["roc_curves"] = roc_curves(tables["predictions"], trials)
+    try:
+        out["parallel_coordinates"] = parallel_coordinates(*hyperparameter_view(tables))
+    except ReportError:
+        pass  # fewer than 2 varied hyperparameters or 3 finished trials: the report says so
     return out
 
 

@@ -25,6 +25,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 from results.aggregate import ReportError
 
 EVALUATORS = ("fanova", "ped", "mdi")
+MIN_TRIALS = 3  # fewer finished trials cannot say which hyperparameter explains the metric
 
 
 def _evaluator(name: str, seed: int) -> optuna.importance.BaseImportanceEvaluator:
@@ -43,25 +44,44 @@ def varied_parameters(tables: dict[str, pd.DataFrame]) -> list[str]:
     return out
 
 
-def importances(tables: dict[str, pd.DataFrame], metric: str = "best_val_accuracy",
-                evaluator: str = "fanova", seed: int = 0) -> pd.DataFrame:
+def study_metric(tables: dict[str, pd.DataFrame]) -> str:
+    """The trials column the studies rank by: ``best_<metric>`` of their spaces' metric, or
+    ``best_val_accuracy`` when the spaces do not say or do not agree."""
+    metrics = {json.loads(text).get("metric") for text in tables["studies"].get(
+        "space_json", pd.Series(dtype=str)).dropna()}
+    if len(metrics) != 1 or not (metric := metrics.pop()):
+        return "best_val_accuracy"
+    column = metric if metric.startswith("best_") else f"best_{metric}"
+    return column if column in tables["trials"].columns else "best_val_accuracy"
+
+
+def finished_trials(tables: dict[str, pd.DataFrame], metric: str
+                    ) -> tuple[pd.DataFrame, list[str]]:
+    """The finished trials with a value of ``metric``, and the spaces' hyperparameters that
+    vary among them (in the order the spaces declare them)."""
     trials = tables["trials"]
     if metric not in trials.columns:
         raise ReportError(f"no column {metric!r} in the trials table")
     done = trials[(trials["status"] == "TERMINATED") & trials[metric].notna()]
     params = [p for p in varied_parameters(tables)
               if p in done.columns and done[p].nunique(dropna=True) > 1]
-    if len(done) < 3 or not params:
-        raise ReportError(f"importance needs at least 3 finished trials with {metric} and a "
-                          f"hyperparameter that varied among them (found {len(done)} trials, "
-                          f"varied: {params or 'none'})")
+    return done, params
+
+
+def importances(tables: dict[str, pd.DataFrame], metric: str = "best_val_accuracy",
+                evaluator: str = "fanova", seed: int = 0) -> pd.DataFrame:
+    done, params = finished_trials(tables, metric)
+    if len(done) < MIN_TRIALS or not params:
+        raise ReportError(f"importance needs at least {MIN_TRIALS} finished trials with "
+                          f"{metric} and a hyperparameter that varied among them (found "
+                          f"{len(done)} trials, varied: {params or 'none'})")
     dists = {}
     for p in params:
         values = done[p].dropna()
         if pd.api.types.is_float_dtype(values) and values.nunique() > 8:
             dists[p] = FloatDistribution(float(values.min()), float(values.max()))
         else:
-            dists[p] = CategoricalDistribution(tuple(sorted(values.unique().tolist(), key=str)))
+            dists[p] = CategoricalDistribution(tuple(_sorted(values.unique().tolist())))
     study = optuna.create_study(direction="maximize")
     for _, row in done.iterrows():
         values = {p: (row[p].item() if hasattr(row[p], "item") else row[p]) for p in params}
@@ -74,3 +94,11 @@ def importances(tables: dict[str, pd.DataFrame], metric: str = "best_val_accurac
                          "values": [dists[p].choices if isinstance(dists[p],
                                     CategoricalDistribution) else (dists[p].low, dists[p].high)
                                     for p in got]})
+
+
+def _sorted(values: list) -> list:
+    """Numbers in numeric order (32 before 128), anything else by its text."""
+    try:
+        return sorted(values)
+    except TypeError:
+        return sorted(values, key=str)

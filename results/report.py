@@ -17,7 +17,8 @@ import pandas as pd
 
 from results import aggregate
 from results.aggregate import Report, ReportError
-from results.figures import png_bytes, standard_figures
+from results.figures import hyperparameter_view, png_bytes, standard_figures
+from results.importance import finished_trials, importances, study_metric
 from results.paper_tables import PAPER_TABLES
 from results.render import html_table
 from results.storage import is_uri
@@ -54,7 +55,29 @@ def sections(tables: dict[str, pd.DataFrame]) -> list[Report]:
     for space in sorted(set(tables["studies"]["space"])):
         if space in PAPER_TABLES:
             out.append(aggregate.paper(tables, space))
+    out.append(hyperparameters(tables))
     return out
+
+
+def hyperparameters(tables: dict[str, pd.DataFrame]) -> Report:
+    """Which hyperparameters mattered (fANOVA), and why a figure or table is missing."""
+    metric = study_metric(tables)
+    report = Report(f"hyperparameter importance for {metric}", {})
+    try:
+        report.tables["importance"] = importances(tables, metric)
+        n = len(finished_trials(tables, metric)[0])
+        report.notes.append(f"Optuna's fANOVA over the {n} finished trials: the share of the "
+                            f"variance of {metric} each hyperparameter explains. Trials cut by "
+                            "ASHA count with the value they reached; few trials, rough shares.")
+    except ReportError as exc:
+        report.notes.append(f"no importance table: {exc}")
+    try:
+        hyperparameter_view(tables)
+        report.notes.append("the parallel-coordinates figure below shows each trial's "
+                            f"hyperparameters and {metric}")
+    except ReportError as exc:
+        report.notes.append(f"no parallel-coordinates figure: {exc}")
+    return report
 
 
 def build_html(tables: dict[str, pd.DataFrame], title: str) -> str:

@@ -117,6 +117,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    "a journal file or a database URL (default: <study dir>/optuna.log)")
     p.add_argument("--no-optuna", action="store_true",
                    help="do not mirror the study into an Optuna study")
+    p.add_argument("--mlflow", nargs="?", const="", metavar="URI",
+                   help="log the runs to MLflow (pip install \".[mlflow]\"): a tracking URI, "
+                   "or none for sqlite:///<study dir>/mlflow.db")
     p.add_argument("--dry-run", action="store_true",
                    help="print the trials, ASHA rungs and resources; run nothing")
     p.add_argument("--quiet", action="store_true", help="no progress output")
@@ -226,6 +229,11 @@ def run(args: argparse.Namespace) -> int:
             from study.optuna_mirror import OptunaMirror
 
             callbacks.append(OptunaMirror(mirror_at, name, space))
+        if args.mlflow is not None:
+            from study.mlflow_log import mlflow_callback
+
+            if (logger := mlflow_callback(args.mlflow, path, name, space)) is not None:
+                callbacks.append(logger)
         run_config = tune.RunConfig(
             name=name,
             storage_path=storage.normalise(args.storage),

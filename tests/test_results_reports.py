@@ -9,6 +9,7 @@ import io
 import json
 from pathlib import Path
 
+import helpers
 import numpy as np
 import pandas as pd
 import pytest
@@ -19,6 +20,7 @@ from results.figures import save, standard_figures
 from results.paper_tables import PaperTable
 from results.query import main as query
 from results.render import FORMATS
+from results.report import build_html, hyperparameters
 from results.report import main as report_main
 from results.tables import TrialOutcome, write_study_tables
 from trainables.metrics import auc
@@ -223,7 +225,8 @@ def test_unknown_metric_names_the_choices(tiny_study: Path, capsys) -> None:
 def test_every_figure_is_written_as_a_png(tiny_study: Path, tmp_path: Path) -> None:
     figures = standard_figures(results.load(tiny_study))
     assert set(figures) == {"learning_curves", "accuracy_vs_batch_size",
-                            "accuracy_vs_split_ratio", "confusion_matrices", "roc_curves"}
+                            "accuracy_vs_split_ratio", "confusion_matrices", "roc_curves",
+                            "parallel_coordinates"}
     for stem, fig in figures.items():
         path = save(fig, tmp_path / f"{stem}.png")
         assert path.read_bytes().startswith(PNG) and path.stat().st_size > 10_000
@@ -233,11 +236,73 @@ def test_html_report_is_one_self_contained_page(tiny_study: Path, tmp_path: Path
     out = tmp_path / "report.html"
     assert report_main([str(tiny_study), "-o", str(out)]) == 0
     page = out.read_text()
-    assert page.count("data:image/png;base64,") == 5
+    assert page.count("data:image/png;base64,") == 6
     assert "src=\"http" not in page and "<link" not in page and "<script" not in page
-    for heading in ("studies", "leaderboard by test_accuracy", "by batch_size x split_ratio"):
+    for heading in ("studies", "leaderboard by test_accuracy", "by batch_size x split_ratio",
+                    "hyperparameter importance for best_val_accuracy", "parallel coordinates"):
         assert heading in page
     assert "not a verdict" in page
+
+
+def test_the_report_ranks_the_varied_hyperparameters_and_draws_them_in_parallel(
+        tiny_study: Path) -> None:
+    tables = results.load(tiny_study)
+    section = hyperparameters(tables)
+    importance = section.tables["importance"].set_index("parameter")["importance"]
+    assert set(importance.index) == {"batch_size", "split_ratio"}  # what quickstart varies
+    assert importance.sum() == pytest.approx(1.0)
+    assert "fANOVA over the 6 finished trials" in section.notes[0]
+    ax = standard_figures(tables)["parallel_coordinates"].axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == [
+        "batch_size", "split_ratio", "best_val_accuracy"]
+    trials = tables["trials"]
+    lines = [line for line in ax.lines if len(line.get_xdata()) == 3]  # not the axis rules
+    assert len(lines) == len(trials)
+    dashed = sum(line.get_linestyle() == "--" for line in lines)
+    assert dashed == (trials["stop_reason"] == "asha").sum()
+    # Each axis is labelled with the values the trials took (batch sizes on a log scale).
+    labels = {t.get_text() for t in ax.texts}
+    assert {"32", "64", "128", "0.75", "0.8"} <= labels
+
+
+def _varied_study(root: Path, batch_sizes: list[int], models: list[str] | None = None) -> dict:
+    """A study of real checkpoints whose space varies batch_size (and model, if given)."""
+    params = {"batch_size": {"kind": "grid", "values": sorted(set(batch_sizes))}}
+    if models:
+        params["model"] = {"kind": "grid", "values": sorted(set(models))}
+    info = helpers.info(root.name)
+    info["space"] = {"name": "unit", "metric": "val_accuracy", "params": params}
+    outcomes = []
+    for i, b in enumerate(batch_sizes):
+        o = helpers.outcome(root, f"t{i}", batch_size=b, accuracy=0.5 + i / 10)
+        o.history["best_val_accuracy"] = 0.6 + i / 20
+        o.history[["test_tn", "test_fp", "test_fn", "test_tp"]] = (3, 1, 1, 3)
+        if models:
+            o.config["model"] = models[i]
+        outcomes.append(o)
+    helpers.write(root, root.name, outcomes, info=info)
+    return results.load(root)
+
+
+def test_too_few_trials_or_varied_hyperparameters_are_notes_not_crashes(tmp_path: Path
+                                                                        ) -> None:
+    two = _varied_study(tmp_path / "two", [16, 32])
+    notes = " ".join(hyperparameters(two).notes)
+    assert "no importance table: importance needs at least 3 finished trials" in notes
+    assert "no parallel-coordinates figure" in notes and "found 2 trials" in notes
+    assert "parallel_coordinates" not in standard_figures(two)
+    one_axis = _varied_study(tmp_path / "one", [16, 32, 64])
+    section = hyperparameters(one_axis)
+    assert list(section.tables["importance"]["parameter"]) == ["batch_size"]
+    assert "2 hyperparameters that varied among them (found 3 trials, varied: batch_size)" in (
+        section.notes[-1])
+    assert "parallel_coordinates" not in standard_figures(one_axis)
+    page = build_html(one_axis, "one")  # the page is written, with the notes
+    assert "no parallel-coordinates figure" in page and "parallel coordinates</h3>" not in page
+    # A categorical axis (the model) is encoded and labelled by name.
+    both = _varied_study(tmp_path / "both", [16, 32, 64], ["small_cnn", "vit", "small_cnn"])
+    ax = standard_figures(both)["parallel_coordinates"].axes[0]
+    assert {"small_cnn", "vit", "16", "64"} <= {t.get_text() for t in ax.texts}
 
 
 # ---------------------------------------------------------------------------------------------
