@@ -388,6 +388,7 @@ def paper_layout(trials: pd.DataFrame, table: PaperTable, agg: str = "max") -> p
                     metric = ours[0] if ours else None
                 else:
                     sel = _select(sel, axis, table.matches(key))
+            metric = table.column(metric) if metric else None
             summary = (summarize(sel, metric, agg) if metric and metric in sel.columns
                        and len(sel) else None)
             row[f"{ck} paper"] = table.values.get((rk, ck))
@@ -408,7 +409,9 @@ def paper(tables: dict[str, pd.DataFrame], space: str, agg: str = "max") -> Repo
     out, notes = {}, []
     for t in declared:
         out[t.source] = paper_layout(trials, t, agg)
-        notes.append(f"{t.source}: {t.note}")
+        scored = ("the final epoch's weights (final_test_*)" if t.epoch == "final"
+                  else "the best validation epoch's weights (test_*)")
+        notes.append(f"{t.source}: {t.note} Ours: {scored}.")
     notes.append(f"ours: {agg} over each cell's configurations, mean ± std over seeds (n); "
                  "— where a study has no such trial or the paper no figure.")
     notes += [ASHA_NOTE] if (trials["stop_reason"] == "asha").any() else []

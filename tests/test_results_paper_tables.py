@@ -90,11 +90,26 @@ def test_bartos_table_2_takes_only_the_50_epoch_trials() -> None:
 
     (table,) = paper_tables("bartos_batch")
     trials = _trials([{"model": "resnet18_cifar", "batch_size": 16, "epochs": 50,
-                       "test_accuracy": 0.90},
+                       "test_accuracy": 0.95, "final_test_accuracy": 0.90},
                       {"model": "resnet18_cifar", "batch_size": 16, "epochs": 80,
-                       "test_accuracy": 0.99}])
+                       "test_accuracy": 0.99, "final_test_accuracy": 0.99}])
     layout = paper_layout(trials, table).set_index("batch_size")
-    assert layout.loc[16, "ResNet ours"].startswith("0.900")  # not the 80-epoch 0.99
+    # Not the 80-epoch 0.99, and the model the 50 epochs ended with, not the best epoch's.
+    assert layout.loc[16, "ResNet ours"].startswith("0.900")
+
+
+def test_tables_of_final_models_compare_final_epoch_metrics_and_say_so() -> None:
+    from results.aggregate import paper_layout
+
+    purba = paper_tables("purba_cnns")[0]
+    prudhvi = paper_tables("prudhvi_resnet50")[0]
+    assert purba.epoch == "final" and prudhvi.epoch == "best"  # restore_best_weights=True
+    assert purba.column("test_f1") == "final_test_f1"
+    assert purba.column("train_seconds") == "train_seconds"
+    trials = _trials([{"model": "purba_cnn1", "test_accuracy": 0.95,
+                       "final_test_accuracy": 0.91}])
+    layout = paper_layout(trials, purba).set_index("model")
+    assert layout.loc["CNN #1", "Accuracy ours"].startswith("0.910")
 
 
 def test_bartos_table_1_compares_validation_accuracy() -> None:
