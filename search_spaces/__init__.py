@@ -35,6 +35,7 @@ def space_names() -> list[str]:
 from search_spaces import (  # noqa: E402
     bartos_batch,
     bartos_split,
+    bartos_vae_mse,
     cifake_fast_search,
     cifake_grid,
     cifake_tpe,
@@ -47,9 +48,9 @@ from search_spaces import (  # noqa: E402
 )
 
 # The seed papers' protocols (one space per experiment), then the project's own studies.
-for _module in (bartos_split, bartos_batch, kumar_resnet18, purba_cnns, iacob_genimage,
-                prudhvi_resnet50, cifake_grid, cifake_tpe, cifake_fast_search, generalise,
-                quickstart):
+for _module in (bartos_split, bartos_batch, bartos_vae_mse, kumar_resnet18, purba_cnns,
+                iacob_genimage, prudhvi_resnet50, cifake_grid, cifake_tpe, cifake_fast_search,
+                generalise, quickstart):
     register_space(_module.SPACE)
 
 __all__ = [

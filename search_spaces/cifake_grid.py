@@ -2,6 +2,12 @@
 
 The ranges are the seeds': batch sizes 16-128 and 40-80 epochs (Bartos & Akyol, Table 2 and
 Section III.D), split ratios 0.70/0.75/0.80 (Bartos & Akyol, Table 1).
+
+Every model trains from scratch here (``pretrained`` is False, the default), so architectures
+are compared on equal terms and the grid runs offline. The seeds themselves start ``resnet18``,
+``resnet50_*``, ``vgg16`` and ``convnext_small`` from ImageNet weights; for that comparison run
+one family per study with its weights (``python -m study.fetch_weights`` once), e.g.
+``--set model=resnet18 --set pretrained=true``, and compare the studies in one leaderboard.
 """
 
 from __future__ import annotations

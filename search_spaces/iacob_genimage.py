@@ -25,6 +25,9 @@ Judgement calls, with the paper's evidence:
   only when pretrained. Offline without cached weights (``python -m study.fetch_weights``) the
   two pretrained trials fail at their start with that advice.
 * Learning rate: not stated; 0.001, Keras' Adam default.
+* ConvNeXt-Small frozen or fine-tuned: the draft says only for ResNet-50 that its base is frozen;
+  ``convnext_small`` fine-tunes every layer (its section is unfinished). Set
+  ``--set pretrained=false`` to train it from scratch instead.
 * No ASHA, no early stopping: none is mentioned.
 """
 

@@ -26,6 +26,14 @@ Judgement calls, with the paper's evidence:
 * Pretrained: ``pretrained=True`` (ImageNet, as stated). The weights need ``python -m
   study.fetch_weights``; offline without them the trial fails at its start with that advice.
 * No ASHA: early stopping (patience 3) is the paper's only stopping rule.
+* Text against code: the Methods text trains on "70% ... and 30% for validation" with "random
+  rotations, flips, and zooms"; the code (cells 10.3 and 10.6) splits 70/20/10 and augments
+  with flips, brightness and contrast. We follow the code, which produced Figure 4.
+* ImageNet weights: Keras' ``ResNet50(weights='imagenet')`` are the original Caffe-converted
+  weights (BGR input, mean subtraction); torchvision's ``resnet50`` weights are retrained ones
+  (RGB, mean/std). Both are ResNet-50 v1 and start from ImageNet; the images here are rescaled
+  by 1/255 for either (``normalize="unit"``, as their ``Rescaling``), so neither sees the
+  preprocessing it was trained with, as in the paper.
 """
 
 from __future__ import annotations

@@ -22,8 +22,21 @@ Judgement calls, with the paper's evidence:
   gets ImageNet weights (``per_model``); the custom CNNs have none. Offline without cached
   weights (``python -m study.fetch_weights``) the VGG16 trial fails at its start with that
   advice; ``--set pretrained=false`` trains it from scratch.
-* Early stopping restores the best weights; Keras' default ``restore_best_weights=False`` would
-  keep the last, but our test metrics are always those of the lowest validation loss.
+* Which model is scored: their ``EarlyStopping`` names no ``restore_best_weights``, so Keras'
+  default (off) keeps the weights training stopped with, two epochs past the best. Our trials
+  record both: ``test_*`` (the best epoch, restored) and ``final_test_*`` (the stopping
+  epoch's weights); the paper tables compare ``final_test_*``.
+* Positive class of F1 and mAP: not stated. Keras' ``flow_from_directory`` numbers the class
+  folders alphabetically (FAKE 0, REAL 1) and a sigmoid output scores class 1, which would make
+  REAL the positive class; their text treats detecting FAKE as the task. We report FAKE as the
+  positive class (``test_f1``, ``test_ap``) and REAL's too (``test_f1_real``): on balanced
+  CIFAKE the two F1s differ by well under a point when accuracy is above 0.9.
+* VGG16 frozen or fine-tuned: not stated. We fine-tune every layer (the ImageNet weights are the
+  starting point), as their one optimiser over "the model" suggests; ``resnet50_frozen_head``
+  is this project's frozen-base counterpart.
+* Table 4 contradicts Figs 16-17: the confusion matrices give VGG16 and CNN #3 14 of 20 right
+  (0.70), where Table 4 prints 0.80 and 0.83. The paper table shows Table 4 as printed and says
+  so in its note.
 * No ASHA: early stopping (patience 2) is the paper's only stopping rule.
 * Normalisation: every input is divided by 255, VGG16 included (their ``rescale=1./255``), so
   ``normalize="unit"`` overrides VGG16's ImageNet mean/std.

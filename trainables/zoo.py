@@ -315,8 +315,11 @@ class ConvVAE(nn.Module):
     """Convolutional VAE: trained on REAL images only, scores an image by its negative ELBO."""
 
     def __init__(self, widths: tuple[int, ...] = VAE_WIDTHS,
-                 latent_channels: int = LATENT_CHANNELS) -> None:
+                 latent_channels: int = LATENT_CHANNELS, reconstruction: str = "bce") -> None:
         super().__init__()
+        if reconstruction not in ("bce", "mse"):
+            raise ValueError(f"reconstruction {reconstruction!r} must be 'bce' or 'mse'")
+        self.reconstruction = reconstruction
         enc: list[nn.Module] = []
         cin = 3
         for w in widths:
@@ -357,9 +360,15 @@ class ConvVAE(nn.Module):
         """
         logits, mu, logvar = self(x)
         x = x.float().clamp(0.0, 1.0)
-        bce = F.binary_cross_entropy_with_logits(logits.float(), x, reduction="none")
-        entropy = -(torch.special.xlogy(x, x) + torch.special.xlogy(1 - x, 1 - x))
-        recon = (bce - entropy).flatten(1).sum(1)
+        if self.reconstruction == "mse":
+            # Bartos & Akyol's retry: Keras' mean_squared_error of the reconstruction, summed
+            # over the pixels as Keras' VAE example scales it (mse * original_dim), so that it
+            # weighs against the KL term as the cross-entropy does.
+            recon = (logits.float().sigmoid() - x).pow(2).flatten(1).sum(1)
+        else:
+            bce = F.binary_cross_entropy_with_logits(logits.float(), x, reduction="none")
+            entropy = -(torch.special.xlogy(x, x) + torch.special.xlogy(1 - x, 1 - x))
+            recon = (bce - entropy).flatten(1).sum(1)
         mu, logvar = mu.float(), logvar.float()
         kl = -0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).flatten(1).sum(1)
         return recon + kl
@@ -395,5 +404,11 @@ def vae_detector(pretrained: bool = False) -> nn.Module:
     return ConvVAE()
 
 
+@declare_model("vae_detector_mse", resolution=64, resolutions=(64, 32), gpu_fraction=0.25)
+def vae_detector_mse(pretrained: bool = False) -> nn.Module:
+    """Bartos & Akyol's VAE retry: the same VAE with a mean-squared-error reconstruction."""
+    return ConvVAE(reconstruction="mse")
+
+
 SPECS = (resnet18, purba_cnn1, purba_cnn2, purba_cnn3, vgg16, iacob_cnn, resnet50_frozen_head,
-         resnet50_dense_head, convnext_small, vae_detector)
+         resnet50_dense_head, convnext_small, vae_detector, vae_detector_mse)
