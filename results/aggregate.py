@@ -347,12 +347,15 @@ def curves(tables: dict[str, pd.DataFrame], trial: str) -> Report:
     t = find_trial(tables["trials"], trial)
     e = tables["epochs"]
     rows = e[(e["study"] == t["study"]) & (e["trial_id"] == t["trial_id"])]
-    cols = ["epoch", "train_loss", "val_loss", "val_accuracy", "val_auc", "test_accuracy",
-            "test_auc", "lr", "epoch_seconds", "stop_reason"]
+    cols = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_auc",
+            "test_accuracy", "test_auc", "final_test_accuracy", "lr", "epoch_seconds",
+            "stop_reason"]
+    cols = [c for c in cols if c in rows.columns]
     hp = ", ".join(f"{k}={t[k]}" for k in varying(tables["trials"]))
     notes = [f"{t['study']}/{t['trial_id']} ({hp}): {stopped_label(t)}, best epoch "
              f"{t['best_epoch']}. test_* at each epoch are those of the best model so far "
-             "(lowest validation loss)."]
+             "(lowest validation loss), final_test_* those of that epoch's weights; "
+             "train_accuracy is of the batches as trained."]
     notes += _marks_notes(pd.Series([t["stop_reason"]]))
     return Report(f"curves: {t['trial_id']}", {"epochs": rows[cols].reset_index(drop=True)},
                   notes)

@@ -60,7 +60,8 @@ def _rows(trials: pd.DataFrame, refs: list[str]) -> list[pd.Series]:
 
 def learning_curves(epochs: pd.DataFrame, trials: pd.DataFrame, refs: list[str] | None = None
                     ) -> Figure:
-    """Loss (train solid, validation dashed) and accuracy (validation) per epoch."""
+    """Loss and accuracy per epoch: training solid, validation dashed (training accuracy is
+    of the batches as trained, as Keras plots it; absent in studies before schema v5)."""
     refs = refs or pick_trials(trials)
     keys = _keys(trials)
     fig = Figure(figsize=(12, 4.8), dpi=DPI)
@@ -71,12 +72,15 @@ def learning_curves(epochs: pd.DataFrame, trials: pd.DataFrame, refs: list[str] 
         c = colors(i % 10)
         loss_ax.plot(e["epoch"], e["train_loss"], "-o", color=c, ms=3, label=_label(t, keys))
         loss_ax.plot(e["epoch"], e["val_loss"], "--", color=c)
-        acc_ax.plot(e["epoch"], e["val_accuracy"], "-o", color=c, ms=3)
+        if "train_accuracy" in e.columns and e["train_accuracy"].notna().any():
+            acc_ax.plot(e["epoch"], e["train_accuracy"], "-", color=c, alpha=0.6)
+        acc_ax.plot(e["epoch"], e["val_accuracy"], "--o", color=c, ms=3)
         if t["stop_reason"] == "asha" and len(e):
             acc_ax.plot(e["epoch"].iloc[-1], e["val_accuracy"].iloc[-1], "x", color=c, ms=10,
                         mew=2)
     loss_ax.set(title="loss (solid: train, dashed: validation)", xlabel="epoch", ylabel="loss")
-    acc_ax.set(title="validation accuracy (x: cut by ASHA)", xlabel="epoch", ylabel="accuracy")
+    acc_ax.set(title="accuracy (solid: train, dashed: validation; x: cut by ASHA)",
+               xlabel="epoch", ylabel="accuracy")
     for ax in (loss_ax, acc_ax):
         ax.grid(alpha=0.3)
         ax.xaxis.get_major_locator().set_params(integer=True)

@@ -153,6 +153,8 @@ def test_curves_lists_each_epoch_and_draws_them(tiny_study: Path, tmp_path: Path
     got = as_json(capsys, "curves", f"tiny/{trial['trial_id']}", tiny_study, "--png", png)
     epochs = got["tables"]["epochs"]
     assert [e["epoch"] for e in epochs] == list(range(1, trial["epochs_run"] + 1))
+    assert all(0 <= e["train_accuracy"] <= 1 for e in epochs)
+    assert epochs[-1]["final_test_accuracy"] is not None
     assert png.read_bytes().startswith(PNG)
     code, _, err = run(capsys, "curves", "no_such_trial", tiny_study)
     assert code == 2 and "no trial 'no_such_trial'" in err
