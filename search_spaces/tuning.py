@@ -28,8 +28,10 @@ class FollowModel:
     def __init__(self, table: dict[str, Any]) -> None:
         self.table = table
 
-    def __call__(self, spec: Any) -> Any:
-        return self.table[spec["config"]["model"]]
+    def __call__(self, config: Any) -> Any:
+        # Ray >= 2.50 passes the trial's config; older versions the spec dict around it.
+        model = config["model"] if "model" in config else config["config"]["model"]
+        return self.table[model]
 
     def __repr__(self) -> str:
         return f"FollowModel({self.table!r})"
