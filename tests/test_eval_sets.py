@@ -234,3 +234,18 @@ def test_a_space_on_an_eval_metric_must_maximise_it() -> None:
     space = Space("s", "", {"epochs": grid(2, 4)}, metric="eval:ext/auc", mode="min")
     with pytest.raises(SpaceError, match="mode 'max'"):
         space.validate()
+
+
+def test_leaderboard_shows_the_clean_test_set_where_the_test_set_leaks() -> None:
+    import pandas as pd
+
+    trials = pd.DataFrame({
+        "study": "s", "trial_id": ["t1", "t2"], "model": ["a", "b"], "status": "TERMINATED",
+        "stop_reason": "budget", "epochs_run": 3, "epochs": 3, "best_epoch": 3,
+        "test_accuracy": [0.97, 0.95], "test_auc": 0.9, "train_seconds": 1.0,
+        "test_clean_accuracy": [0.93, 0.94], "n_test": 100, "n_test_clean": 96,
+    })
+    board = leaderboard({"trials": trials}).tables["leaderboard"]
+    assert board["test_clean_accuracy"].tolist() == [0.93, 0.94]
+    clean = leaderboard({"trials": trials.assign(n_test_clean=100)}).tables["leaderboard"]
+    assert "test_clean_accuracy" not in clean.columns
