@@ -249,3 +249,33 @@ def test_leaderboard_shows_the_clean_test_set_where_the_test_set_leaks() -> None
     assert board["test_clean_accuracy"].tolist() == [0.93, 0.94]
     clean = leaderboard({"trials": trials.assign(n_test_clean=100)}).tables["leaderboard"]
     assert "test_clean_accuracy" not in clean.columns
+
+
+def _report_buffers(config: dict, data, eval_sets) -> None:
+    from ray import tune
+
+    images = eval_sets["gens"].images
+    tune.report({"writeable": bool(images.flags.writeable),
+                 "train_writeable": bool(data.images.flags.writeable),
+                 "n": len(images)})
+
+
+def test_evaluation_sets_reach_trials_as_the_object_stores_one_copy(
+        ray_session, sets: dict, tmp_path: Path) -> None:
+    """As study.run passes them (tune.with_parameters): put once, mapped read-only by every
+    trial, never copied per trial."""
+    import sys
+
+    from ray import cloudpickle, tune
+
+    # The workers cannot import this test module: ship the function by value.
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    fn = tune.with_parameters(_report_buffers, data=sets["train"],
+                              eval_sets={"gens": sets["gens"]})
+    grid = tune.Tuner(fn, param_space={"i": tune.grid_search([0, 1])},
+                      run_config=tune.RunConfig(storage_path=str(tmp_path), verbose=0)).fit()
+    for result in grid:
+        assert result.metrics["n"] == len(sets["gens"])
+        # A zero-copy view of the object store's shared memory is read-only.
+        assert result.metrics["writeable"] is False
+        assert result.metrics["train_writeable"] is False
