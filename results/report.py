@@ -23,6 +23,7 @@ from results.paper_tables import PAPER_TABLES
 from results.render import html_table
 from results.storage import is_uri
 from results.tables import MergeError, SchemaError, load
+from trainables.eval_sets import set_columns
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
@@ -46,9 +47,12 @@ def _section(report: Report) -> str:
 
 
 def sections(tables: dict[str, pd.DataFrame]) -> list[Report]:
-    """The reports the page shows: studies, leaderboard, a comparison, the papers' tables."""
+    """The reports the page shows: studies, leaderboard (and by the worst evaluation set, where
+    there are any), a comparison, the papers' tables, hyperparameter importance."""
     out = [aggregate.overview(tables), aggregate.leaderboard(tables)]
     trials = tables["trials"]
+    if set_columns(trials.columns, "auc"):  # the study had evaluation sets (--eval-data)
+        out.append(aggregate.leaderboard(tables, by="worst-eval"))
     axes = [k for k in aggregate.varying(trials) if trials[k].nunique() > 1]
     if axes and trials["test_accuracy"].notna().any():
         out.append(aggregate.compare(tables, axes[0], axes[1] if len(axes) > 1 else None))

@@ -175,6 +175,9 @@ def test_a_study_ranks_and_stops_trials_on_an_evaluation_set(
     # Ranked by the worst set: here one set, so the worst is that set's AUC.
     board = leaderboard(tables, by="worst-eval").tables["leaderboard"]
     assert board["worst_eval_auc"].tolist() == sorted(trials["eval_gens_auc"], reverse=True)
+    from results.report import sections
+
+    assert "leaderboard by worst_eval_auc" in [r.title for r in sections(tables)]
     capsys.readouterr()
     # A resume must name the same sets.
     code = _study(sets, tmp_path, "ev", "--metric", "eval:gens/auc", "--resume")
