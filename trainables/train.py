@@ -97,6 +97,7 @@ class _Run:
         # Evaluation sets (trainables.eval_sets): splits of their own, "eval:<name>", each
         # resident like the training set and scored only when the test set is.
         self.eval_sets = dict(eval_sets or {})
+        self.eval_sets_seconds = 0.0  # spent scoring them (benchmarks/eval_sets.py)
         self.sources: dict[str, torch.Tensor] = {}
         for name, extra in self.eval_sets.items():
             key = EVAL_SPLIT + name
@@ -294,12 +295,14 @@ class _Run:
         """(columns, scores per set) of the evaluation sets, at the test metrics' threshold."""
         columns: dict[str, float] = {}
         scores: dict[str, np.ndarray] = {}
+        start = time.perf_counter()
         for name, extra in self.eval_sets.items():
             _, s = self.evaluate(EVAL_SPLIT + name)
             generators = extra.manifest["generator"].astype(str).to_numpy()
             columns.update(set_metrics(name, extra.labels, generators if any(generators)
                                        else None, s, threshold))
             scores[name] = s.astype(np.float32)
+        self.eval_sets_seconds += time.perf_counter() - start  # .cpu() above synchronised
         return columns, scores
 
     @torch.no_grad()
@@ -502,6 +505,7 @@ def _train(
             "lr": run.opt.param_groups[0]["lr"],
             "epoch_seconds": seconds,
             "train_seconds": run.train_seconds,
+            "eval_sets_seconds": run.eval_sets_seconds,
             "images_per_second": n_train / seconds if seconds > 0 else math.nan,
             "num_params": run.num_params,
             "device": str(device),
