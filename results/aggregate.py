@@ -391,7 +391,8 @@ def paper_layout(trials: pd.DataFrame, table: PaperTable, agg: str = "max") -> p
         row: dict[str, Any] = {table.rows: rk}
         for ck in table.col_keys:
             metric: str | None = table.metric
-            sel = trials
+            # Finished trials only: a failed one's zeros (epochs_run) are not figures.
+            sel = trials[trials["status"] == "TERMINATED"]
             for column, value in table.where.items():
                 sel = _select(sel, column, (value,))
             for axis, key in ((table.rows, rk), (table.cols, ck)):

@@ -144,3 +144,13 @@ def test_kumar_custom_cnn_row_is_filled_by_the_custom_cnn_the_space_runs() -> No
                        "test_recall": 0.95, "test_f1": 0.92}])
     row = paper_layout(trials, table).set_index("model").loc["Custom CNN"]
     assert row["Accuracy ours"].startswith("0.930") and row["Accuracy paper"] == 0.9511
+
+
+def test_a_failed_trial_fills_no_cell() -> None:
+    from results.aggregate import paper_layout
+
+    figs = paper_tables("purba_cnns")[2]
+    trials = _trials([{"model": "vgg16", "epochs_run": 0, "test_recall": None}])
+    trials["status"] = "ERROR"
+    layout = paper_layout(trials, figs).set_index("model")
+    assert layout.loc["VGG16", "Stopping epoch ours"] == "—"
