@@ -2,6 +2,10 @@
 
 Usage: ``python -m results.migrate studies/grid1 [studies/grid2 ...]``
 
+v4 -> v5: ``trials`` gains ``deterministic`` (at ``False``, how v4 trained; ``config_key`` is
+recomputed) and ``compile_seconds``: 0 for trials without ``compile``, null for those with it,
+whose compile time v4 counted in ``train_seconds`` (its first epoch) without telling it apart.
+
 v3 -> v4: ``trials`` gains ``normalize`` (at ``"model"``, how v3 trained; ``config_key`` is
 recomputed) and ``checkpoint``, each trial's newest checkpoint folder relative to the
 study directory. Newer studies record it as they end; for older ones it is found here, once, from
@@ -27,6 +31,7 @@ import re
 import sys
 from collections.abc import Callable
 
+import numpy as np
 import pandas as pd
 import pyarrow.fs as pafs
 
@@ -111,12 +116,24 @@ def _v3_to_v4(name: str, df: pd.DataFrame, study_dir: str) -> pd.DataFrame:
     return df.assign(checkpoint=[found[split_trial_id(t)[0]] for t in df["trial_id"]])
 
 
+def _v4_to_v5(name: str, df: pd.DataFrame) -> pd.DataFrame:
+    if name != "trials":
+        return df
+    # The new hyperparameter (deterministic) at its default, which is how v4 trained.
+    df = _v2_to_v3(name, df)
+    if "compile_seconds" not in df.columns:
+        unknown = df["compile"].eq(True) if "compile" in df.columns else False
+        df = df.assign(compile_seconds=np.where(unknown, np.nan, 0.0))
+    return df
+
+
 # from version -> the function bringing a table of that version to the next one (given the
 # table's name, the table and the study directory)
 MIGRATIONS: dict[int, Callable[[str, pd.DataFrame, str], pd.DataFrame]] = {
     1: lambda name, df, _: _v1_to_v2(name, df),
     2: lambda name, df, _: _v2_to_v3(name, df),
     3: _v3_to_v4,
+    4: lambda name, df, _: _v4_to_v5(name, df),
 }
 
 

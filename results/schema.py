@@ -15,6 +15,9 @@ changing any existing column: a study without them reads them as empty, so no ve
 ``ema``, ``tta``) to ``trials``, which changes every ``config_key``. 4 adds the ``normalize``
 hyperparameter and ``trials.checkpoint``, the folder of each trial's last checkpoint as the study
 recorded it (for older studies ``results.migrate`` finds it among Tune's trial folders).
+5 adds the ``deterministic`` hyperparameter (deterministic CUDA kernels; ``config_key``
+changes) and ``trials.compile_seconds``, the time ``torch.compile`` took, which
+``train_seconds`` no longer includes (v4's included it in its first epoch).
 ``cross_generator`` is not a table of one study: ``study.cross_generator`` writes it to its own
 folder (``OTHER_TABLES``).
 """
@@ -28,7 +31,7 @@ import pyarrow as pa
 from trainables.config import TrainConfig
 from trainables.metrics import METRIC_NAMES
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 VERSION_KEY = b"cifake_study.schema_version"
 TABLE_KEY = b"cifake_study.table"
 
@@ -62,7 +65,10 @@ TRIALS = pa.schema(
         *[pa.field(f"best_val_{m}", _metric_type(m)) for m in METRIC_NAMES],
         *[pa.field(f"test_{m}", _metric_type(m)) for m in METRIC_NAMES],
         pa.field("threshold", pa.float64()),  # the one the test metrics used
-        pa.field("train_seconds", pa.float64()),
+        pa.field("train_seconds", pa.float64()),  # training epochs, without compilation
+        # torch.compile's compilations over the run: 0 without compile; null where unknown
+        # (v4 studies of compile=true trials, whose train_seconds include it)
+        pa.field("compile_seconds", pa.float64()),
         pa.field("wall_seconds", pa.float64()),
         pa.field("images_per_second", pa.float64()),  # median over epochs, training images
         pa.field("num_params", pa.int64()),

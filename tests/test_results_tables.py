@@ -210,6 +210,34 @@ def test_v2_study_gains_the_recipe_hyperparameters_at_their_defaults(tmp_path: P
              "ema": 0.0, "tta": False})
 
 
+def test_v4_study_gains_deterministic_and_compile_seconds(tmp_path: Path) -> None:
+    study = tmp_path / "s"
+    compiled = outcome(tmp_path, "t2", batch_size=64)
+    compiled.config["compile"] = True
+    write(study, "s", [outcome(tmp_path, "t1"), compiled])
+    keys = list(results.load(study)["trials"]["config_key"])
+    for name in TABLES:
+        path = study / f"{name}.parquet"
+        if path.exists():
+            table = pq.read_table(path)
+            if name == "trials":
+                table = table.drop(["deterministic", "compile_seconds"]).set_column(
+                    table.schema.get_field_index("config_key"), "config_key",
+                    pa.array(["old-key-1", "old-key-2"]))
+            pq.write_table(table.replace_schema_metadata(
+                {VERSION_KEY: b"4", TABLE_KEY: name.encode()}), path)
+    with pytest.raises(SchemaError, match=f"schema v4; this version reads v{SCHEMA_VERSION}"):
+        results.load(study)
+    assert migrate_main([str(study)]) == 0
+    trials = results.load(study)["trials"].set_index("trial_id")
+    # deterministic=False is how v4 trained: the keys are those of the same trials run today.
+    assert list(trials["config_key"]) == keys
+    assert not trials["deterministic"].any()
+    # v4 timed no compilation apart: none without compile, unknown (in train_seconds) with it.
+    assert trials.loc["t1", "compile_seconds"] == 0.0
+    assert pd.isna(trials.loc["t2", "compile_seconds"])
+
+
 def test_checkpoint_without_labels_leaves_labels_null(tmp_path: Path) -> None:
     write(tmp_path / "s", "s", [outcome(tmp_path, "t1", labels=False)])
     preds = results.load(tmp_path / "s")["predictions"]
