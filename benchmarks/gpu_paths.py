@@ -11,9 +11,14 @@ resident data set, fractional GPUs, ``torch.compile``), at toy size, in one proc
   scores inference computes from its checkpoint: 0 up to float rounding (<= 1e-6);
 - the record of a forced out-of-memory error: on CUDA a real one (the trial's memory share
   capped to a sliver), elsewhere one raised by a global forward hook;
-- recompilations with ``torch.compile`` over two successive trials in one process
-  (``--compile``; on by default on CUDA);
-- host synchronisations per training step (``torch.cuda.set_sync_debug_mode``; CUDA only).
+- recompilations with ``torch.compile`` over two successive trials of different models in one
+  process, as a reused worker runs them: each should compile as many frames as the first (not
+  0, which is the recompile limit's silent fall-back to eager), with its compile seconds apart
+  from its first epoch's time (``--compile``; on by default on CUDA);
+- host synchronisations per training step (``torch.cuda.set_sync_debug_mode``; CUDA only);
+- the cost of ``deterministic=True``: the median epoch time of ``small_cnn`` and
+  ``resnet18_cifar`` (8x the toy images, batch 128) with and without it, and whether two runs
+  and a resumed run are bit-equal to a first run with and without it (CUDA only).
 
 ``gpu_path_checks(device)`` returns the figures as a dict; "n/a on CPU" marks the ones the CPU
 cannot give. ``--device cpu`` runs everything else at toy size (the test suite does).
@@ -23,6 +28,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
+import statistics
 import sys
 import warnings
 from pathlib import Path
@@ -132,18 +139,22 @@ def _forced_oom(config: TrainConfig, data: ImageSet, device: str) -> dict[str, A
 
 
 def _recompilations(config: TrainConfig, data: ImageSet, device: str) -> dict[str, Any]:
-    """Frames and graphs dynamo compiled in each of two successive trials of one process: the
-    second trial should compile as much as the first (a reset), not pile up recompilations
-    against the shared ``forward`` of ``nn.Sequential`` until the limit falls back to eager."""
+    """Frames and graphs dynamo compiled in each of two successive trials of one process, of
+    two models (both ``nn.Sequential``, whose compiled forward shares one code object): the
+    second trial should compile as much as the first (a reset), not pile up recompilations on
+    the first one's cache entries until the limit falls back to eager."""
     from torch._dynamo.utils import counters
 
     out: dict[str, Any] = {}
-    compiled = TrainConfig(**{**config.asdict(), "compile": True, "epochs": 1})
-    for k in (1, 2):
+    for k, model in ((1, "small_cnn"), (2, "purba_cnn1")):
+        compiled = TrainConfig(**{**config.asdict(), "model": model, "compile": True,
+                                  "epochs": 1, "image_size": 32})
         frames, graphs = counters["frames"]["ok"], counters["stats"]["unique_graphs"]
-        train(compiled, data, device=device)
-        out[f"trial {k}: frames compiled"] = counters["frames"]["ok"] - frames
-        out[f"trial {k}: unique graphs"] = counters["stats"]["unique_graphs"] - graphs
+        metrics = train(compiled, data, device=device)
+        out[f"trial {k} ({model}): frames compiled"] = counters["frames"]["ok"] - frames
+        out[f"trial {k} ({model}): unique graphs"] = counters["stats"]["unique_graphs"] - graphs
+        out[f"trial {k} ({model}): compile s"] = metrics["compile_seconds"]
+        out[f"trial {k} ({model}): epoch 1 s, compiling excluded"] = metrics["epoch_seconds"]
     return out
 
 
@@ -165,6 +176,54 @@ def _syncs_per_step(config: TrainConfig, data: ImageSet, device: str) -> dict[st
             "host syncs in the epoch (incl. its end)": syncs}
 
 
+def _final_weights(config: TrainConfig, data: ImageSet, device: str,
+                   resume: dict[str, Any] | None = None, keep: int | None = None
+                   ) -> tuple[list[float], dict[str, torch.Tensor], dict[str, Any] | None]:
+    """(epoch seconds, the last epoch's weights on the CPU, the checkpoint after epoch
+    ``keep``) of one run."""
+    seconds: list[float] = []
+    out: dict[str, Any] = {}
+
+    def on_epoch(metrics: dict[str, Any], state: Any) -> None:
+        seconds.append(metrics["epoch_seconds"])
+        if metrics["epoch"] == keep:
+            out["kept"] = copy.deepcopy(state())
+        if metrics["stop_reason"]:
+            out["weights"] = {k: v.detach().cpu().clone()
+                              for k, v in state()["model"].items()}
+
+    train(config, data, device=device, resume=resume, on_epoch=on_epoch)
+    return seconds, out["weights"], out.get("kept")
+
+
+def _bit_equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _deterministic_cost(data: ImageSet, device: str) -> dict[str, Any]:
+    """Median epoch seconds (epochs 2-4; the first warms cuDNN and the allocator up) with and
+    without ``deterministic``, and whether a second run and a run resumed after epoch 1 end
+    with bit-equal weights."""
+    if torch.device(device).type != "cuda":
+        return {"deterministic=true: epoch time and bit-equality": NA}
+    out: dict[str, Any] = {}
+    for model in ("small_cnn", "resnet18_cifar"):
+        median = {}
+        for deterministic in (False, True):
+            config = TrainConfig(model=model, epochs=4, batch_size=128, split_ratio=0.75,
+                                 translate=2, flip=True, deterministic=deterministic)
+            seconds, first, kept = _final_weights(config, data, device, keep=1)
+            _, second, _ = _final_weights(config, data, device)
+            _, resumed, _ = _final_weights(config, data, device, resume=kept)
+            median[deterministic] = statistics.median(seconds[1:])
+            tag = f"{model}, deterministic={str(deterministic).lower()}"
+            out[f"{tag}: median epoch s"] = median[deterministic]
+            out[f"{tag}: second run bit-equal"] = _bit_equal(first, second)
+            out[f"{tag}: resumed run bit-equal"] = _bit_equal(first, resumed)
+        out[f"{model}: deterministic / default epoch time"] = median[True] / median[False]
+    return out
+
+
 def gpu_path_checks(device: str = "cuda", images: int = 256, compile: bool | None = None
                     ) -> dict[str, Any]:
     """Every check's figures at toy size on ``device``; see the module docstring."""
@@ -181,6 +240,7 @@ def gpu_path_checks(device: str = "cuda", images: int = 256, compile: bool | Non
     else:
         figures["recompilations"] = "not run (--compile)"
     figures.update(_syncs_per_step(config, data, device))
+    figures.update(_deterministic_cost(toy_data(8 * images) if cuda else data, device))
     return figures
 
 

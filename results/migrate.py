@@ -3,8 +3,11 @@
 Usage: ``python -m results.migrate studies/grid1 [studies/grid2 ...]``
 
 v4 -> v5: ``trials`` gains the degradation hyperparameters (``blur``, ``blur_sigma``, ``jpeg``,
-``rescale``) at their defaults, off, which is how v4 trained (``config_key`` is recomputed). The
-final-epoch, clean-test-set and training metrics are null: v4 did not measure them.
+``rescale``, off) and ``deterministic`` (``False``) at their defaults, which is how v4 trained
+(``config_key`` is recomputed), and ``compile_seconds``: 0 for trials without ``compile``, null
+for those with it, whose compile time v4 counted in ``train_seconds`` (its first epoch) without
+telling it apart. The final-epoch, clean-test-set and training metrics are null: v4 did not
+measure them.
 
 v3 -> v4: ``trials`` gains ``normalize`` (at ``"model"``, how v3 trained; ``config_key`` is
 recomputed) and ``checkpoint``, each trial's newest checkpoint folder relative to the
@@ -31,6 +34,7 @@ import re
 import sys
 from collections.abc import Callable
 
+import numpy as np
 import pandas as pd
 import pyarrow.fs as pafs
 
@@ -115,10 +119,16 @@ def _v3_to_v4(name: str, df: pd.DataFrame, study_dir: str) -> pd.DataFrame:
     return df.assign(checkpoint=[found[split_trial_id(t)[0]] for t in df["trial_id"]])
 
 
-def _v4_to_v5(name: str, df: pd.DataFrame, study_dir: str) -> pd.DataFrame:
-    """New hyperparameters at their defaults (how v4 trained); the new metric columns stay
-    empty: v4 did not measure them (rerun a trial to have them)."""
-    return _v2_to_v3(name, df)
+def _v4_to_v5(name: str, df: pd.DataFrame) -> pd.DataFrame:
+    if name != "trials":
+        return df
+    # The new hyperparameters (degradations, deterministic) at their defaults, which are how
+    # v4 trained; the new metric columns stay empty: v4 did not measure them.
+    df = _v2_to_v3(name, df)
+    if "compile_seconds" not in df.columns:
+        unknown = df["compile"].eq(True) if "compile" in df.columns else False
+        df = df.assign(compile_seconds=np.where(unknown, np.nan, 0.0))
+    return df
 
 
 # from version -> the function bringing a table of that version to the next one (given the
@@ -127,7 +137,7 @@ MIGRATIONS: dict[int, Callable[[str, pd.DataFrame, str], pd.DataFrame]] = {
     1: lambda name, df, _: _v1_to_v2(name, df),
     2: lambda name, df, _: _v2_to_v3(name, df),
     3: _v3_to_v4,
-    4: _v4_to_v5,
+    4: lambda name, df, _: _v4_to_v5(name, df),
 }
 
 

@@ -15,10 +15,12 @@ changing any existing column: a study without them reads them as empty, so no ve
 ``ema``, ``tta``) to ``trials``, which changes every ``config_key``. 4 adds the ``normalize``
 hyperparameter and ``trials.checkpoint``, the folder of each trial's last checkpoint as the study
 recorded it (for older studies ``results.migrate`` finds it among Tune's trial folders).
-5 adds the degradation hyperparameters (``blur``, ``blur_sigma``, ``jpeg``, ``rescale``), the
-final epoch's test metrics (``trials.final_test_*``, ``epochs.final_test_accuracy``/``_auc``),
-the clean test set's (``trials.test_clean_*``, ``n_test_clean``) and the training metrics per
-epoch (``epochs.train_*``).
+5 adds the degradation hyperparameters (``blur``, ``blur_sigma``, ``jpeg``, ``rescale``) and
+``deterministic`` (deterministic CUDA kernels; ``config_key`` changes), the final epoch's test
+metrics (``trials.final_test_*``, ``epochs.final_test_accuracy``/``_auc``), the clean test
+set's (``trials.test_clean_*``, ``n_test_clean``), the training metrics per epoch
+(``epochs.train_*``) and ``trials.compile_seconds``, the time ``torch.compile`` took, which
+``train_seconds`` no longer includes (v4's included it in its first epoch).
 A study's evaluation sets (``--eval-data``) add float columns ``eval_*`` to ``trials`` and
 ``epochs`` (``EXTRA_COLUMNS``) and rows to ``evaluations`` and ``eval_predictions``: nothing that
 existed changes, so no version bump.
@@ -77,7 +79,10 @@ TRIALS = pa.schema(
         # the training pool, and how many those are.
         *[pa.field(f"test_clean_{m}", pa.float64()) for m in CLEAN_METRICS],
         pa.field("n_test_clean", pa.int64()),
-        pa.field("train_seconds", pa.float64()),
+        pa.field("train_seconds", pa.float64()),  # training epochs, without compilation
+        # torch.compile's compilations over the run: 0 without compile; null where unknown
+        # (v4 studies of compile=true trials, whose train_seconds include it)
+        pa.field("compile_seconds", pa.float64()),
         pa.field("wall_seconds", pa.float64()),
         pa.field("images_per_second", pa.float64()),  # median over epochs, training images
         pa.field("num_params", pa.int64()),

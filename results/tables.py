@@ -307,6 +307,7 @@ def trial_rows(
             "n_test_clean": last.get("n_test_clean"),
             "threshold": threshold,
             "train_seconds": last.get("train_seconds"),
+            "compile_seconds": last.get("compile_seconds", 0.0 if not hp["compile"] else None),
             "wall_seconds": last.get("wall_seconds"),
             "images_per_second": float(history["images_per_second"].median()),
             **{k: last.get(k) for k in ("num_params", "n_train", "n_val", "n_test", "node",

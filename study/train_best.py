@@ -132,7 +132,8 @@ def run(args: argparse.Namespace) -> int:
         "data_fingerprint": data.fingerprint, "test_split": test_split_name(data),
         "n_train": metrics["n_train"], "n_val": metrics["n_val"], "n_test": metrics["n_test"],
         "threads": torch.get_num_threads(), "device": metrics["device"],
-        "train_seconds": metrics["train_seconds"], "wall_seconds": rows[-1]["wall_seconds"],
+        "train_seconds": metrics["train_seconds"], "compile_seconds": metrics["compile_seconds"],
+        "wall_seconds": rows[-1]["wall_seconds"],
         **{k: v for k, v in metrics.items() if k.startswith("test_")},
     }
     replace_atomically(out / "summary.json",

@@ -1,4 +1,5 @@
-"""Device paths that the CPU can exercise: host-to-device copies, memory release, OOM errors.
+"""Device paths that the CPU can exercise: host-to-device copies, memory release, OOM errors,
+the deterministic-kernel settings.
 
 Usage: ``python -m pytest tests/test_device.py``
 """
@@ -6,6 +7,7 @@ Usage: ``python -m pytest tests/test_device.py``
 from __future__ import annotations
 
 import gc
+import os
 import warnings
 import weakref
 
@@ -16,9 +18,11 @@ from oom import out_of_memory_above
 
 from trainables.config import TrainConfig
 from trainables.device import (
+    CUBLAS_WORKSPACE_CONFIG,
     TrialMemory,
     TrialOutOfMemoryError,
     cap_memory_share,
+    deterministic_kernels,
     halving_on_oom,
     memory_share,
     release,
@@ -127,3 +131,36 @@ def test_out_of_memory_in_training_names_model_batch_and_device(data) -> None:
 def test_memory_share_is_a_gpu_setting_only() -> None:
     cap_memory_share(0.25, "cpu")  # a CPU trial: nothing to cap
     assert memory_share() == 1.0
+
+
+def _kernel_flags() -> tuple[bool, bool, bool, bool]:
+    return (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark,
+            torch.are_deterministic_algorithms_enabled(),
+            torch.is_deterministic_algorithms_warn_only_enabled())
+
+
+def test_deterministic_kernels_on_cuda_are_set_within_and_handed_back_after(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only flags and the environment: the CPU can check them for a CUDA device; whether they
+    make a GPU run bit-equal is benchmarks/gpu_paths.py's figure."""
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", "")
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG")  # restored as it was after the test
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", True)  # as a user might leave it
+    before = _kernel_flags()
+    with pytest.raises(SystemExit), deterministic_kernels("cuda"):
+        assert _kernel_flags() == (True, False, True, True)
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == CUBLAS_WORKSPACE_CONFIG
+        raise SystemExit(0)  # a trial stopped by Tune: the next one in the worker is unaffected
+    assert _kernel_flags() == before
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":16:8")  # the user's own choice stays
+    with deterministic_kernels("cuda"):
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":16:8"
+
+
+def test_deterministic_kernels_change_nothing_on_the_cpu_or_when_not_asked() -> None:
+    before = _kernel_flags()
+    with deterministic_kernels("cpu"):
+        assert _kernel_flags() == before
+    with deterministic_kernels("cuda", enabled=False):
+        assert _kernel_flags() == before
+    assert TrainConfig.from_dict({"deterministic": True}).deterministic

@@ -26,8 +26,25 @@ def test_gpu_path_checks_give_every_figure_the_cpu_can_and_mark_the_rest() -> No
     record = figures["forced out-of-memory record (hook-raised)"]
     assert record.startswith("out of memory: model small_cnn at batch_size 32")
     for key in ("trial 2 start: allocated MiB", "pinned host MiB after the trials",
-                "host syncs per training step"):
+                "host syncs per training step",
+                "deterministic=true: epoch time and bit-equality"):
         assert figures[key] == NA
+
+
+@pytest.mark.slow  # ~10 s on 2 busy cores: every check again, with two compiled trials
+def test_the_recompilation_check_finds_each_trial_compiling_afresh_on_the_cpu(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """aot_eager for Inductor: the same Dynamo caches and recompile limit, at a second of
+    compiling instead of half a minute per trial on 2 cores."""
+    import functools
+
+    import torch
+
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="aot_eager"))
+    figures = gpu_path_checks("cpu", images=64, compile=True)
+    first = figures["trial 1 (small_cnn): frames compiled"]
+    assert first > 0 and figures["trial 2 (purba_cnn1): frames compiled"] == first
+    assert figures["trial 2 (purba_cnn1): compile s"] > 0
 
 
 def test_gpu_paths_script_prints_a_table_on_the_cpu(monkeypatch: pytest.MonkeyPatch,

@@ -213,10 +213,12 @@ def test_v2_study_gains_the_recipe_hyperparameters_at_their_defaults(tmp_path: P
 DEGRADE_KEYS = ["blur", "blur_sigma", "jpeg", "rescale"]  # new in schema v5
 
 
-def test_v4_study_gains_the_degradations_off_and_empty_final_and_clean_metrics(
+def test_v4_study_gains_the_v5_hyperparameters_off_and_leaves_new_metrics_empty(
         tmp_path: Path) -> None:
     study = tmp_path / "s"
-    write(study, "s", [outcome(tmp_path, "t1"), outcome(tmp_path, "t2", batch_size=64)])
+    compiled = outcome(tmp_path, "t2", batch_size=64)
+    compiled.config["compile"] = True
+    write(study, "s", [outcome(tmp_path, "t1"), compiled])
     keys = list(results.load(study)["trials"]["config_key"])
     for name in TABLES:
         path = study / f"{name}.parquet"
@@ -224,18 +226,28 @@ def test_v4_study_gains_the_degradations_off_and_empty_final_and_clean_metrics(
             table = pq.read_table(path)
             new = [c for c in table.column_names if c in DEGRADE_KEYS or c.startswith(
                 ("final_test_", "test_clean_", "train_acc", "train_prec", "train_rec",
-                 "train_f1")) or c == "n_test_clean"]
+                 "train_f1")) or c in ("n_test_clean", "deterministic", "compile_seconds")]
             table = table.drop(new)
+            if name == "trials":
+                table = table.set_column(table.schema.get_field_index("config_key"),
+                                         "config_key", pa.array(["old-key-1", "old-key-2"]))
             pq.write_table(table.replace_schema_metadata(
                 {VERSION_KEY: b"4", TABLE_KEY: name.encode()}), path)
     with pytest.raises(SchemaError, match=f"schema v4; this version reads v{SCHEMA_VERSION}"):
         results.load(study)
     assert migrate_main([str(study)]) == 0
     tables = results.load(study)
-    trials = tables["trials"]
-    assert list(trials["config_key"]) == keys  # off is how v4 trained
+    trials = tables["trials"].set_index("trial_id")
+    # Degradations off and deterministic=False are how v4 trained: the keys are those of the
+    # same trials run today.
+    assert list(trials["config_key"]) == keys
     assert trials[DEGRADE_KEYS].iloc[0].to_dict() == {"blur": 0.0, "blur_sigma": 3.0,
                                                       "jpeg": 0.0, "rescale": 0.0}
+    assert not trials["deterministic"].any()
+    # v4 timed no compilation apart: none without compile, unknown (in train_seconds) with it.
+    assert trials.loc["t1", "compile_seconds"] == 0.0
+    assert pd.isna(trials.loc["t2", "compile_seconds"])
+    # What v4 did not measure stays unknown.
     assert trials["final_test_accuracy"].isna().all() and trials["n_test_clean"].isna().all()
     assert tables["epochs"]["train_accuracy"].isna().all()
 

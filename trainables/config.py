@@ -74,6 +74,10 @@ class TrainConfig:
     amp: bool = True
     channels_last: bool = True
     compile: bool = False
+    # Deterministic CUDA kernels (cuDNN and cuBLAS settings, torch's deterministic algorithms),
+    # so a run and its resume are bit-equal on a GPU too, at a measured cost (docs/scaling.md).
+    # CPU runs are exact without it; there it changes nothing.
+    deterministic: bool = False
 
     @classmethod
     def fields(cls) -> list[str]:

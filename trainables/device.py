@@ -1,9 +1,12 @@
-"""A trial's device: memory share and OOM errors, clean-up after a stop, fp32 scopes.
+"""A trial's device: memory share and OOM errors, clean-up after a stop, fp32 scopes,
+deterministic kernels.
 
 Usage:
     cap_memory_share(0.5, torch.device("cuda"))      # a fractional GPU caps memory, too
     with TrialMemory(device) as memory:               # frees the run's tensors however it ends
         train(config, data, device=device, ...)
+    with deterministic_kernels(device, config.deterministic):   # flags restored on exit
+        ...
     with autocast_off(x.device.type):                 # fp32 as written, inside autocast too
         scores = model(x.float())
     parts = halving_on_oom(lambda a, b: score(images[a:b]), len(images), batch_size=256)
@@ -17,8 +20,9 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
+import os
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import torch
@@ -28,6 +32,11 @@ T = TypeVar("T")
 MIB = 2**20
 
 _share = 1.0  # this process's GPU memory share, as last set by cap_memory_share
+# One cuBLAS workspace of 4096 KiB per handle and stream, 8 of them: one of the two settings
+# with which cuBLAS results do not depend on which workspace a call gets (cuBLAS docs, "Results
+# reproducibility"; torch's deterministic mode asks for ":4096:8" or ":16:8"). 32 MiB, which is
+# PyTorch's default on Hopper and Blackwell anyway (8.1 MiB on earlier GPUs).
+CUBLAS_WORKSPACE_CONFIG = ":4096:8"
 
 
 class TrialOutOfMemoryError(RuntimeError):
@@ -149,6 +158,50 @@ class TrialMemory:
             log.info("%s ends with %.0f MiB allocated, %.0f MiB reserved on %s", self.name,
                      self.end["allocated_mib"], self.end["reserved_mib"], self.device)
         # The exception, if any, propagates (returning None): Tune must see its stop.
+
+
+def pin_cublas_workspace() -> None:
+    """Set ``CUBLAS_WORKSPACE_CONFIG`` for deterministic cuBLAS, unless the user set it.
+
+    PyTorch reads it once per process, at the first cuBLAS call (``getChosenWorkspaceSize``
+    caches it), so it must be set before the process multiplies anything on a GPU: the Tune
+    trainable calls this before its trial touches CUDA. In a reused worker whose earlier
+    trial already ran cuBLAS, the workspace keeps the size that trial's process chose; a
+    trial runs on one CUDA stream, for which cuBLAS is bit-reproducible with any workspace.
+    """
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE_CONFIG)
+
+
+@contextlib.contextmanager
+def deterministic_kernels(device: torch.device | str, enabled: bool = True) -> Iterator[None]:
+    """Within: deterministic CUDA kernels on a CUDA ``device`` when ``enabled``; the previous
+    settings are restored on exit, so the next trial of a reused worker runs as it asked.
+
+    cuDNN picks deterministic algorithms and stops benchmarking (which could pick another
+    algorithm per run), cuBLAS gets a fixed workspace (``pin_cublas_workspace``) and torch's
+    deterministic algorithms are on: ops that have a deterministic CUDA implementation use it,
+    and the few that have none (e.g. bilinear upsampling's backward, which adds with atomics)
+    warn instead of failing (``warn_only``), naming the op that breaks bit-equality. A no-op on
+    the CPU, whose kernels are already deterministic for this project's ops.
+    """
+    if not enabled or torch.device(device).type != "cuda":
+        yield
+        return
+    if "CUBLAS_WORKSPACE_CONFIG" not in os.environ and torch.cuda.is_initialized():
+        log.info("CUBLAS_WORKSPACE_CONFIG is set after CUDA started in this process; if cuBLAS "
+                 "ran already, its workspace keeps the size chosen then")
+    pin_cublas_workspace()
+    saved = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark,
+             torch.are_deterministic_algorithms_enabled(),
+             torch.is_deterministic_algorithms_warn_only_enabled())
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[:2]
+        torch.use_deterministic_algorithms(saved[2], warn_only=saved[3])
 
 
 def halving_on_oom(fn: Callable[[int, int], T], n: int, batch_size: int,

@@ -5,12 +5,14 @@ Usage: ``metrics = train(TrainConfig(model="small_cnn", epochs=3), load_dataset(
 Each epoch reports train loss, validation loss and metrics, and the common-test-set metrics of the
 best model so far (lowest validation loss, the weights early stopping restores) through
 ``on_epoch(metrics, checkpoint_state)``. Epoch ``e`` is seeded by (seed, e), so a run resumed
-from a checkpoint continues exactly as the uninterrupted run would have (on the CPU; see
-docs/scaling.md for CUDA).
+from a checkpoint continues exactly as the uninterrupted run would have: on the CPU always, on
+CUDA with ``deterministic=True`` (docs/scaling.md). With ``compile=True`` the time spent
+compiling is reported apart (``compile_seconds``), not in the epochs' times.
 
-One job, a little over 450 lines: the run's state (model, optimiser, schedule, EMA, splits),
+One job, about 500 lines: the run's state (model, optimiser, schedule, EMA, splits),
 one epoch of training, scoring, the best-so-far record, and the loop over epochs. Checkpoint
-files are ``trainables.checkpoint``'s, folded budgets ``trainables.folding``'s.
+files are ``trainables.checkpoint``'s, folded budgets ``trainables.folding``'s, compiling
+``trainables.compiling``'s and deterministic kernels ``trainables.device``'s.
 """
 
 from __future__ import annotations
@@ -28,10 +30,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from trainables import checkpoint
+from trainables.compiling import CompileSession
 from trainables.config import ConfigError, TrainConfig
 from trainables.dataset import ImageSet, make_splits
 from trainables.degrade import Degrade
-from trainables.device import autocast_off, out_of_memory_error
+from trainables.device import autocast_off, deterministic_kernels, out_of_memory_error
 from trainables.eval_sets import set_metrics
 from trainables.loader import Preprocess, batch_count, batches, resident_images
 from trainables.metrics import (
@@ -69,12 +72,19 @@ def select_device(prefer: str | None = None) -> torch.device:
 
 
 class _Run:
-    """State of one training run; ``state()`` is the self-describing checkpoint."""
+    """State of one training run; ``state()`` is the self-describing checkpoint.
+
+    ``compiling`` is the run's ``CompileSession`` (``train`` opens one); without it the model
+    is still compiled when the config asks, but its compile time is not told apart.
+    ``eval_sets`` are the study's evaluation sets (``trainables.eval_sets``).
+    """
 
     def __init__(self, config: TrainConfig, data: ImageSet, device: torch.device,
+                 compiling: CompileSession | None = None,
                  eval_sets: Mapping[str, ImageSet] | None = None) -> None:
         self.config = config
         self.device = device
+        self.compiling = compiling or CompileSession(config.compile)
         spec = model_spec(config.model)
         self.resolution = config.image_size or spec.resolution
         self.splits = make_splits(data, config.split_ratio, config.seed)
@@ -147,12 +157,21 @@ class _Run:
         # The weight average evaluates, so it is what validation, test and checkpoints see.
         self.ema = copy.deepcopy(self.model) if config.ema else None
         self.steps = 0
-        self.forward = torch.compile(self.model) if config.compile else self.model
+        self.forward = self.compiling.compile(self.model)
         self.epoch = 0
         self.best: dict[str, Any] = {"val_loss": math.inf, "epoch": 0, "weights": None,
                                      "metrics": {}, "test_scores": None, "threshold": 0.5}
         self.bad_epochs = 0
-        self.train_seconds = 0.0
+        self.train_seconds = 0.0  # training steps only: compilation is compile_seconds
+        self.compiled_before = 0.0  # compile seconds of the run before it was resumed
+
+    @property
+    def compile_seconds(self) -> float:
+        """Seconds spent compiling over the whole run (every process it resumed in); NaN when
+        this torch cannot time compilation, 0 without ``compile``."""
+        if not self.compiling.timed:
+            return math.nan
+        return self.compiled_before + self.compiling.seconds
 
     # -- checkpoints -------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
@@ -169,6 +188,7 @@ class _Run:
             "best": self.best,
             "bad_epochs": self.bad_epochs,
             "train_seconds": self.train_seconds,
+            "compile_seconds": self.compile_seconds,
             "test_ids": self.test_ids,
             "test_labels": self.test_labels,
         }
@@ -191,6 +211,10 @@ class _Run:
         self.best = state["best"]
         self.bad_epochs = state["bad_epochs"]
         self.train_seconds = state["train_seconds"]
+        # Checkpoints from before compile time was told apart counted it in train_seconds.
+        self.compiled_before = state.get("compile_seconds", 0.0)
+        if math.isnan(self.compiled_before):
+            self.compiled_before = 0.0
 
     # -- one epoch ---------------------------------------------------------------------------
     def batch(self, split: str, idx: torch.Tensor) -> torch.Tensor:
@@ -243,7 +267,7 @@ class _Run:
         torch.manual_seed(cfg.seed * 100_003 + self.epoch)  # dropout etc.: resumable
         gen = torch.Generator(device="cpu").manual_seed(cfg.seed * 100_003 + self.epoch)
         self.model.train()
-        start = time.perf_counter()
+        start, compiled = time.perf_counter(), self.compiling.seconds
         y_all = self.y["train"]
         n = len(y_all)
         # No step waits for the host: the epoch's augmentation draws cross to the device in one
@@ -280,8 +304,11 @@ class _Run:
             self.sched.step()
         if self.device.type == "cuda":
             torch.cuda.synchronize()
-        seconds = time.perf_counter() - start
-        return float(total.item()) / max(count, 1), seconds, _train_metrics(
+        # Compilation (the first steps, a new batch shape) is host time and is not training.
+        # On a GPU, kernels queued before a mid-epoch recompilation run during it, so the
+        # subtraction may take off up to that queue's time too.
+        seconds = time.perf_counter() - start - (self.compiling.seconds - compiled)
+        return float(total.item()) / max(count, 1), max(seconds, 0.0), _train_metrics(
             confusion.tolist(), self.anomaly)
 
     def _check_finite(self, loss_sum: torch.Tensor) -> None:
@@ -431,9 +458,20 @@ def _train(
 ) -> dict[str, Any]:
     device = select_device(device if isinstance(device, str) else
                            (str(device) if device is not None else None))
-    run = _Run(config, data, device, eval_sets)
-    if resume is not None:
-        run.load(resume)
+    # Both hand back the process-wide settings they change when the run ends, however it ends,
+    # so the next trial of a reused worker starts as a fresh process would. Compile workers
+    # follow torch's threads, which the Tune trainable sets to the trial's CPUs.
+    with (deterministic_kernels(device, config.deterministic),
+          CompileSession(config.compile, torch.get_num_threads()) as compiling):
+        run = _Run(config, data, device, compiling, eval_sets)
+        if resume is not None:
+            run.load(resume)
+        return _epochs(run, on_epoch)
+
+
+def _epochs(run: _Run, on_epoch: EpochCallback | None) -> dict[str, Any]:
+    """Train ``run`` from its epoch to its budget (or early stop); the last epoch's metrics."""
+    config, device = run.config, run.device
     metrics: dict[str, Any] = {}
     host = socket.gethostname()
     n_train = len(run.y["train"])
@@ -506,6 +544,7 @@ def _train(
             "epoch_seconds": seconds,
             "train_seconds": run.train_seconds,
             "eval_sets_seconds": run.eval_sets_seconds,
+            "compile_seconds": run.compile_seconds,
             "images_per_second": n_train / seconds if seconds > 0 else math.nan,
             "num_params": run.num_params,
             "device": str(device),

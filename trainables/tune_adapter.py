@@ -19,7 +19,7 @@ from ray import tune
 from results.storage import CHECKPOINT_FILE
 from trainables.config import TrainConfig
 from trainables.dataset import ImageSet
-from trainables.device import TrialMemory, cap_memory_share
+from trainables.device import TrialMemory, cap_memory_share, pin_cublas_workspace
 from trainables.folding import BudgetRecords, budgets_of, without_budgets
 from trainables.plugins import load_plugins
 from trainables.train import load_state, save_state, train
@@ -29,7 +29,9 @@ def trial_device() -> str:
     """CUDA when Ray gave this trial a GPU; otherwise the CPU, saying so if a GPU was asked for."""
     resources = ray.get_runtime_context().get_assigned_resources()
     cpus = max(1, int(resources.get("CPU", 1)))
-    torch.set_num_threads(cpus)  # one trial must not oversubscribe the node's cores
+    # One trial must not oversubscribe the node's cores; torch.compile's compile workers
+    # follow this bound too (trainables.compiling).
+    torch.set_num_threads(cpus)
     if resources.get("GPU", 0) > 0:
         if torch.cuda.is_available():
             cap_memory_share(resources["GPU"], "cuda")  # a fractional GPU: memory too
@@ -90,6 +92,10 @@ def trainable(config: dict[str, Any], data: ImageSet, plugins: tuple[str, ...] =
                        os.path.join(folder, CHECKPOINT_FILE))
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
+    if cfg.deterministic:
+        # Before this trial touches CUDA: PyTorch reads the cuBLAS workspace setting once per
+        # process, at its first cuBLAS call (train() sets the other deterministic flags).
+        pin_cublas_workspace()
     # The worker may be reused for the next trial: however the run ends (Tune stops it with
     # SystemExit inside tune.report), its tensors are freed and its GPU memory handed back.
     device = trial_device()
