@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -120,3 +121,8 @@ def run_command(parse_args: Callable[[list[str] | None], argparse.Namespace],
     except tuple(handled) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return next(code for kind, code in handled.items() if isinstance(exc, kind))
+    except BrokenPipeError:
+        # The reader went away (``... | head``): stop quietly, as Unix tools do. Point stdout
+        # at /dev/null so that the interpreter's final flush does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what a shell reports for such a pipeline stage

@@ -102,3 +102,13 @@ def test_cifake_grid_dry_run_says_how_its_budgets_fold(capsys: pytest.CaptureFix
     assert f"folded: {space.trial_count() // 5} runs of 80 epochs" in capsys.readouterr().out
     assert main(["--space", "cifake_grid", "--dry-run", "--no-fold"]) == 0
     assert "folded" not in capsys.readouterr().out
+
+
+def test_a_command_piped_into_head_stops_quietly() -> None:
+    import subprocess
+    import sys
+
+    out = subprocess.run(f"{sys.executable} -m study.run --list-spaces | head -1", shell=True,
+                         capture_output=True, text=True, timeout=120)
+    assert out.stdout.count("\n") == 1
+    assert "Traceback" not in out.stderr and "BrokenPipe" not in out.stderr
