@@ -58,9 +58,34 @@ def test_successive_compiled_runs_in_one_process_each_compile_from_a_clean_cache
     first's on the one compiled-module wrapper, hit the recompile limit (lowered here from 8 so
     that two trials reach it) and run eagerly, compiling nothing."""
     monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="aot_eager"))
-    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 4)
     threads = torch.get_num_threads()
-    monkeypatch.setattr(inductor_config, "compile_threads", threads + 7)  # the "whole node"
+    # torch's config modules are patched with their own context manager: monkeypatch's undo
+    # deletes the attribute, which hides the setting from every later reader in the process.
+    with (torch._dynamo.config.patch(recompile_limit=4),
+          inductor_config.patch(compile_threads=threads + 7)):  # the "whole node"
+        frames, rows, seen_threads = _two_compiled_trials(data)
+        assert inductor_config.compile_threads == threads + 7  # ...handed back after
+    assert frames[0] > 0 and frames[1] == frames[0]
+    assert seen_threads == [threads] * 2  # bounded by the run's threads...
+    for epoch, row in rows:
+        assert epoch["compile_seconds"] > 0 and row["compile_seconds"] == epoch["compile_seconds"]
+        # The epoch's time is training only: compiling is the other part of its wall time.
+        assert epoch["epoch_seconds"] + epoch["compile_seconds"] <= epoch["wall"]
+        assert row["train_seconds"] == epoch["epoch_seconds"]
+
+
+def test_a_run_without_compile_reports_no_compile_time(data) -> None:
+    history: list[dict] = []
+    config = TrainConfig(model="small_cnn", batch_size=16, image_size=16, split_ratio=0.75,
+                         epochs=1)
+    train(config, data, device="cpu", on_epoch=lambda m, s: history.append(m))
+    assert history[-1]["compile_seconds"] == 0.0
+    row, _ = trial_rows("s", "t", config.asdict(), pd.DataFrame(history), None)
+    assert row["compile_seconds"] == 0.0
+
+
+def _two_compiled_trials(data) -> tuple[list[int], list, list[int]]:
+    """Frames compiled, (first epoch, trials row) and compile threads seen, of two trials."""
     frames, rows, seen_threads = [], [], []
     for model in ("small_cnn", "purba_cnn1"):  # both nn.Sequential, as a grid over models
         config = TrainConfig(model=model, batch_size=24, image_size=32, split_ratio=0.75,
@@ -77,21 +102,4 @@ def test_successive_compiled_runs_in_one_process_each_compile_from_a_clean_cache
         frames.append(counters["frames"]["ok"] - ok)
         rows.append((history[0], trial_rows("s", model, config.asdict(),
                                             pd.DataFrame(history), None)[0]))
-    assert frames[0] > 0 and frames[1] == frames[0]
-    assert seen_threads == [threads] * 2  # bounded by the run's threads...
-    assert inductor_config.compile_threads == threads + 7  # ...and handed back after
-    for epoch, row in rows:
-        assert epoch["compile_seconds"] > 0 and row["compile_seconds"] == epoch["compile_seconds"]
-        # The epoch's time is training only: compiling is the other part of its wall time.
-        assert epoch["epoch_seconds"] + epoch["compile_seconds"] <= epoch["wall"]
-        assert row["train_seconds"] == epoch["epoch_seconds"]
-
-
-def test_a_run_without_compile_reports_no_compile_time(data) -> None:
-    history: list[dict] = []
-    config = TrainConfig(model="small_cnn", batch_size=16, image_size=16, split_ratio=0.75,
-                         epochs=1)
-    train(config, data, device="cpu", on_epoch=lambda m, s: history.append(m))
-    assert history[-1]["compile_seconds"] == 0.0
-    row, _ = trial_rows("s", "t", config.asdict(), pd.DataFrame(history), None)
-    assert row["compile_seconds"] == 0.0
+    return frames, rows, seen_threads
