@@ -21,11 +21,13 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import median_seconds, print_table
 from trainables.config import TrainConfig
-from trainables.dataset import ImageSet, sample_subset
+from trainables.dataset import ImageSet, sample_subset, subset
 from trainables.ingest import load_dataset
 from trainables.sample import build_sample
 from trainables.train import train
@@ -49,7 +51,7 @@ def main() -> int:
     data = sample_subset(pool, args.subset, seed=0) if args.subset < len(pool) else pool
     # The large set: other images of the same source, so it costs what a real set would.
     rest = ~pool.manifest["path"].isin(set(data.manifest["path"])).to_numpy()
-    big = _subset(pool, rest, args.eval_images)
+    big = subset(pool, np.flatnonzero(rest)[: args.eval_images])
     cases: dict[str, dict[str, ImageSet]] = {"no evaluation set (baseline)": {}}
     if args.eval:
         small = load_dataset(args.eval, image_size=size, progress=False)
@@ -78,14 +80,6 @@ def main() -> int:
                 ["evaluation sets", "images", "median s", "x baseline",
                  "% of the trial scoring them"], rows)
     return 0
-
-
-def _subset(data: ImageSet, mask, n: int) -> ImageSet:
-    import numpy as np
-
-    idx = np.flatnonzero(mask)[:n]
-    return ImageSet(data.images[idx], data.manifest.iloc[idx].reset_index(drop=True),
-                    data.fingerprint + "-rest", data.source, data.layout)
 
 
 if __name__ == "__main__":

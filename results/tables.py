@@ -420,40 +420,53 @@ def prediction_frame(study: str, trial_id: str, state: dict[str, Any]) -> pd.Dat
     })
 
 
+def evaluation_frames(study: str, trial_id: str, eval_set: str, model: str | None,
+                      weights: str, data: ImageSet, scores: np.ndarray, threshold: float
+                      ) -> tuple[dict[str, Any], pd.DataFrame]:
+    """(``evaluations`` row, ``eval_predictions`` rows) of one trial's ``scores`` of every
+    image of ``data``, at the trial's own ``threshold``: what ``study.evaluate`` and a study's
+    evaluation sets both write."""
+    from trainables.metrics import classification_metrics
+
+    scores = np.asarray(scores, dtype=np.float32)
+    labels = data.labels
+    row = {
+        "study": study, "trial_id": trial_id, "eval_set": eval_set, "model": model,
+        "weights": weights, "data_source": data.source, "data_fingerprint": data.fingerprint,
+        "data_layout": data.layout, "image_size": int(data.images.shape[1]),
+        "n_images": len(labels), "n_real": int((labels == 0).sum()),
+        "n_fake": int((labels == 1).sum()), "threshold": threshold,
+        **classification_metrics(labels, scores, threshold),
+        "evaluated": dt.datetime.now().replace(microsecond=0),
+    }
+    manifest = data.manifest
+    preds = pd.DataFrame({
+        "study": study, "trial_id": trial_id, "eval_set": eval_set,
+        "image_id": manifest["path"].astype(str).to_numpy(),
+        "generator": manifest["generator"].astype(str).to_numpy(),
+        "split": manifest["split"].astype(str).to_numpy(),
+        "label": labels.astype(np.int8), "score": scores,
+        "predicted": (scores >= threshold).astype(np.int8),
+    })
+    return row, preds
+
+
 def eval_set_frames(study: str, trial_id: str, state: dict[str, Any],
                     eval_sets: dict[str, ImageSet]) -> tuple[list[dict[str, Any]], pd.DataFrame]:
     """(``evaluations`` rows, ``eval_predictions`` rows) of one trial from its checkpoint's
     scores of the study's evaluation sets (``study.run --eval-data``), best weights."""
-    from trainables.metrics import classification_metrics
-
     best = state.get("best") or {}
     threshold = float(best.get("threshold", 0.5))
-    config = state.get("config") or {}
+    model = (state.get("config") or {}).get("model")
     rows, preds = [], []
     for name, scores in (best.get("eval_scores") or {}).items():
         data = eval_sets.get(name)
         if data is None or len(scores) != len(data):
             continue  # a set this study no longer names, or another version of it
-        scores = np.asarray(scores, dtype=np.float32)
-        labels = data.labels
-        rows.append({
-            "study": study, "trial_id": trial_id, "eval_set": name,
-            "model": config.get("model"), "weights": "best", "data_source": data.source,
-            "data_fingerprint": data.fingerprint, "data_layout": data.layout,
-            "image_size": int(data.images.shape[1]), "n_images": len(labels),
-            "n_real": int((labels == 0).sum()), "n_fake": int((labels == 1).sum()),
-            "threshold": threshold, **classification_metrics(labels, scores, threshold),
-            "evaluated": dt.datetime.now().replace(microsecond=0),
-        })
-        manifest = data.manifest
-        preds.append(pd.DataFrame({
-            "study": study, "trial_id": trial_id, "eval_set": name,
-            "image_id": manifest["path"].astype(str).to_numpy(),
-            "generator": manifest["generator"].astype(str).to_numpy(),
-            "split": manifest["split"].astype(str).to_numpy(),
-            "label": labels.astype(np.int8), "score": scores,
-            "predicted": (scores >= threshold).astype(np.int8),
-        }))
+        row, pred = evaluation_frames(study, trial_id, name, model, "best", data, scores,
+                                      threshold)
+        rows.append(row)
+        preds.append(pred)
     return rows, (pd.concat(preds, ignore_index=True) if preds else empty("eval_predictions"))
 
 

@@ -53,11 +53,11 @@ def load_eval_sets(specs: dict[str, str], image_size: int, skip_bad: bool,
                    train: ImageSet) -> dict[str, ImageSet]:
     """The sets of ``specs`` ingested at ``image_size``, each described and checked."""
     sets: dict[str, ImageSet] = {}
-    train_hashes = set(train.manifest["content_hash"].astype(str))
+    train_hashes = train.manifest["content_hash"].astype(str).unique()
     for name, path in specs.items():
         data = resolve_data(path, image_size, skip_bad)
         shared = int(np.isin(data.manifest["content_hash"].astype(str).to_numpy(),
-                             list(train_hashes)).sum())
+                             train_hashes).sum())
         if shared == len(data):
             raise StudyError(f"--eval-data {name}={path}: every image of it is one of the "
                              "training data's (it is the training data, or part of it); an "

@@ -15,16 +15,14 @@ ingest size unless --image-size says otherwise, as the trial's training images w
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from results.schema import KEYS
-from results.tables import replace_rows
+from results.tables import evaluation_frames, replace_rows
 from study.cli import add_trial_args, run_command
 from study.trials import (
     TrialRef,
@@ -37,7 +35,6 @@ from study.trials import (
 from trainables.dataset import ImageSet, describe
 from trainables.inference import Detector
 from trainables.ingest import load_dataset
-from trainables.metrics import classification_metrics
 
 
 def eval_set_name(data: str) -> str:
@@ -50,28 +47,9 @@ def evaluate(ref: TrialRef, state: dict[str, Any], data: ImageSet, eval_set: str
              device: str | None = None) -> tuple[dict[str, Any], pd.DataFrame]:
     """(evaluations row, eval_predictions rows) of one trial on one data set."""
     detector = Detector.from_state(state, device)
-    scores = detector.scores(data.images)
-    labels = data.labels
-    metrics = classification_metrics(labels, scores, detector.threshold)
-    row = {
-        "study": ref.study, "trial_id": ref.trial_id, "eval_set": eval_set,
-        "model": detector.config.model, "weights": detector.weights,
-        "data_source": data.source, "data_fingerprint": data.fingerprint,
-        "data_layout": data.layout, "image_size": int(data.images.shape[1]),
-        "n_images": len(labels), "n_real": int((labels == 0).sum()),
-        "n_fake": int((labels == 1).sum()), "threshold": detector.threshold, **metrics,
-        "evaluated": dt.datetime.now().replace(microsecond=0),
-    }
-    manifest = data.manifest
-    preds = pd.DataFrame({
-        "study": ref.study, "trial_id": ref.trial_id, "eval_set": eval_set,
-        "image_id": manifest["path"].astype(str).to_numpy(),
-        "generator": manifest["generator"].astype(str).to_numpy(),
-        "split": manifest["split"].astype(str).to_numpy(),
-        "label": labels.astype(np.int8), "score": scores,
-        "predicted": detector.predict(scores),
-    })
-    return row, preds
+    return evaluation_frames(ref.study, ref.trial_id, eval_set, detector.config.model,
+                             detector.weights, data, detector.scores(data.images),
+                             detector.threshold)
 
 
 def by_generator(preds: pd.DataFrame) -> pd.DataFrame:
