@@ -5,6 +5,11 @@ loop (uint8 data resident on the device, whole-batch resize/normalise/augment th
 usual pipeline: a ``Dataset`` over decoded PIL images with per-sample torchvision transforms and a
 ``DataLoader``. Same model, optimizer, loss, batch size and images; median over repeated epochs.
 On a GPU (``--device cuda``) the project's loop also uses bf16 autocast and channels_last.
+
+How close to the machine's own limit each figure is: the script first measures this machine's
+matrix-product rate (fp32 on the CPU, bf16 on a GPU: the arithmetic the loop runs in), counts
+each model's training FLOPs per image (forward and backward, ``torch.utils.flop_counter``) and
+prints the model FLOP utilisation of the project's loop, FLOPs per image x images/s over it.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from torchvision import transforms
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import print_table
+from roofline import matmul_tflops, training_flops_per_image
 
 from trainables.config import TrainConfig
 from trainables.dataset import subset
@@ -100,6 +106,10 @@ def main() -> None:
     device = torch.device(args.device)
     torch.set_num_threads(torch.get_num_threads())
     data = load_dataset(build_sample(), progress=False)
+    # The ceiling: a matrix product large enough to reach the BLAS's steady rate (2048^3 is
+    # 17 GFLOP, about a second on 2 cores), in the dtype the loop computes in.
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    ceiling = matmul_tflops(device, dtype, 8192 if device.type == "cuda" else 2048, repeats=5)
     rows = []
     for name in args.models.split(","):
         spec = model_spec(name)
@@ -120,13 +130,28 @@ def main() -> None:
                                args.loader_workers, device) for _ in range(args.repeats)]
         b = statistics.median(base)
         plain, o = statistics.median(ours[False]), statistics.median(ours[True])
-        rows.append([name, spec.resolution, n_train, b, plain, o, o / b])
+        flops = step_flops(name, min(args.batch_size, 8))
+        rows.append([name, spec.resolution, n_train, b, plain, o, o / b, flops / 1e9,
+                     f"{flops * o / (ceiling * 1e12):.1%}"])
     print_table(
         f"Training throughput, images/s (median of {args.repeats} epochs, batch "
         f"{args.batch_size}, augment={args.augment}, device={device}, "
-        f"{torch.get_num_threads()} threads, baseline DataLoader workers={args.loader_workers})",
+        f"{torch.get_num_threads()} threads, baseline DataLoader workers={args.loader_workers}; "
+        f"measured {str(dtype).split('.')[-1]} matrix-product ceiling {ceiling * 1e3:,.0f} "
+        "GFLOP/s)",
         ["model", "px", "images", "DataLoader + per-sample transforms (baseline)",
-         "device-resident, NCHW", "device-resident, channels_last (project)", "ratio"], rows)
+         "device-resident, NCHW", "device-resident, channels_last (project)", "ratio",
+         "training GFLOP/image", "MFU (project)"], rows)
+
+
+def step_flops(name: str, batch: int) -> float:
+    """Training FLOPs per image of ``name`` at its native resolution (counted on the CPU:
+    the count depends on shapes only)."""
+    spec = model_spec(name)
+    torch.manual_seed(0)
+    model = create_model(name).train()
+    x = torch.rand(batch, 3, spec.resolution, spec.resolution)
+    return training_flops_per_image(model, x, torch.arange(batch) % 2)
 
 
 if __name__ == "__main__":
