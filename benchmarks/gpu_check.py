@@ -260,6 +260,12 @@ def parse_budgets(items: list[str], quick: bool) -> dict[str, float]:
     return budgets
 
 
+def _cuda_visible() -> bool:
+    import torch  # here, not above: with --device cpu the driver never pays its import
+
+    return torch.cuda.is_available()
+
+
 def default_out() -> Path:
     return Path(os.environ["OUT"]) / "gpu_check.json" if os.environ.get("OUT") else Path(
         "gpu_check.json")
@@ -278,10 +284,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="torch.compile backend (default: inductor; aot_eager with --quick on "
                         "the CPU, where inductor compiles for a minute per model)")
     args = p.parse_args(argv)
-    import torch
-
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
+    device = args.device or ("cuda" if _cuda_visible() else "cpu")
+    if device.startswith("cuda") and not _cuda_visible():
         print("--device cuda: torch sees no CUDA GPU here", file=sys.stderr)
         return 3
     budgets = parse_budgets(args.budget, args.quick)
