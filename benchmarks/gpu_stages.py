@@ -136,6 +136,7 @@ def stage_ceilings(rows: Rows, args: argparse.Namespace, ceilings: dict[str, flo
 
 
 def stage_ingest(rows: Rows, args: argparse.Namespace, ceilings: dict[str, float]) -> None:
+    archive = zipfile.ZipFile(args.data)  # before the imports: a broken zip fails in a second
     import concurrent.futures as cf
 
     import numpy as np
@@ -146,7 +147,7 @@ def stage_ingest(rows: Rows, args: argparse.Namespace, ceilings: dict[str, float
     from trainables.images import decode_images
 
     device = torch.device(args.device)
-    with zipfile.ZipFile(args.data) as zf:
+    with archive as zf:
         names = image_names(zf)
         blobs = [zf.read(n) for n in names]
     n = len(blobs)
