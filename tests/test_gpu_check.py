@@ -20,6 +20,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import gpu_bundle
 import gpu_check
+import gpu_stages
 import roofline
 
 
@@ -33,16 +34,16 @@ def test_quick_check_runs_every_stage_on_the_cpu_and_writes_every_figure(
     out = tmp_path / "check.json"
     # Budgets well above the quick ones: this asserts what the stages give, not how fast a
     # loaded 2-core machine gives it (the printed table says that).
-    budgets = [f"--budget={s}=150" for s in gpu_check.STAGES]
+    budgets = [f"--budget={s}=150" for s in gpu_stages.STAGES]
     code = gpu_check.main(["--device", "cpu", "--quick", "--out", str(out), *budgets])
     printed = capsys.readouterr().out
     record = json.loads(out.read_text())
     stages = record["stages"]
     assert code == 0, {s: r["errors"] for s, r in stages.items()}
-    assert list(stages) == list(gpu_check.STAGES)
+    assert list(stages) == list(gpu_stages.STAGES)
     assert all(stages[s]["status"] == "ok" and stages[s]["rows"] for s in stages)
     assert json.loads(json.dumps(record)) == record  # plain JSON, nothing left as repr
-    for stage in gpu_check.STAGES:
+    for stage in gpu_stages.STAGES:
         assert f"| {stage}" in printed
     ceilings = {r["key"]: r["figure"] for r in stages["ceilings"]["rows"]}
     assert 0 < ceilings["fp32"] < 1e3 and ceilings["copy"] > 0 and ceilings["bf16"] == "n/a on CPU"
