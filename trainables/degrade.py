@@ -25,7 +25,6 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torchvision.io import decode_jpeg, encode_jpeg
 
 JPEG_QUALITY = (30, 100)  # Wang et al., Sec. 4: quality ~ U{30..100}
 RESCALE_FACTOR = (0.5, 1.0)
@@ -98,6 +97,10 @@ def jpeg_recompress(x: torch.Tensor, quality: torch.Tensor, chosen: torch.Tensor
     picked = torch.nonzero(chosen).view(-1).cpu()
     if not len(picked):
         return x
+    # Imported here: torchvision costs ~3 s of import in every trial process, and only the
+    # trials that ask for JPEG degradation use its codec.
+    from torchvision.io import decode_jpeg, encode_jpeg
+
     q = quality.cpu()
     images = (x[picked.to(x.device)].detach().float() * 255).round_().clamp_(0, 255)
     images = images.to(device="cpu", dtype=torch.uint8).contiguous()
