@@ -43,10 +43,13 @@ def missing_tools() -> str | None:
     """Why hosts cannot be built here, or None."""
     if os.geteuid() != 0:
         return "building hosts needs root (network, PID and mount namespaces)"
-    for tool in ("ip", "unshare", "nsenter", "mount", "/usr/sbin/sshd", "ssh", "ssh-keygen",
-                 "rsync"):
+    packages = {"ip": "iproute2", "unshare": "util-linux", "nsenter": "util-linux",
+                "mount": "mount", "/usr/sbin/sshd": "openssh-server", "ssh": "openssh-client",
+                "ssh-keygen": "openssh-client", "rsync": "rsync"}
+    for tool, package in packages.items():
         if shutil.which(tool) is None:
-            return f"{tool} is not installed (openssh-server, rsync; .ci/run installs them)"
+            return f"{tool} is not installed (Debian package {package}; .ci/run installs sshd " \
+                   "and rsync)"
     probe = f"cfkprobe{os.getpid()}"
     made = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
     if made.returncode != 0:
