@@ -39,13 +39,15 @@ START_TIMEOUT_S = 20  # for an init to come up and its sshd to listen (s)
 REPO = Path(__file__).resolve().parents[1]
 
 
-def missing_tools() -> str | None:
-    """Why hosts cannot be built here, or None."""
+def missing_tools(ssh: bool = True) -> str | None:
+    """Why hosts (with sshd, unless ``ssh`` is false) cannot be built here, or None."""
     if os.geteuid() != 0:
         return "building hosts needs root (network, PID and mount namespaces)"
     packages = {"ip": "iproute2", "unshare": "util-linux", "nsenter": "util-linux",
                 "mount": "mount", "/usr/sbin/sshd": "openssh-server", "ssh": "openssh-client",
                 "ssh-keygen": "openssh-client", "rsync": "rsync"}
+    if not ssh:
+        packages = {k: v for k, v in packages.items() if "ssh" not in k and k != "rsync"}
     for tool, package in packages.items():
         if shutil.which(tool) is None:
             return f"{tool} is not installed (Debian package {package}; .ci/run installs sshd " \
