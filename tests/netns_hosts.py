@@ -187,8 +187,9 @@ class Hosts:
         /root or /tmp would hide it or it must not be written: the Python and the virtual
         environment that run Ray there, read-only, and this checkout, which `ray up` is run
         in on the client and which the other hosts may only read."""
-        pythons = [(p, True) for p in sorted({Path(sys.base_prefix), Path(sys.prefix)})]
-        return [*pythons, (REPO, self.sshd[name])]
+        binds = {Path(sys.base_prefix): True, Path(sys.prefix): True, REPO: self.sshd[name]}
+        # Parents first, so that a virtual environment inside the checkout keeps its mount.
+        return sorted(binds.items())
 
     # -- using ---------------------------------------------------------------------------------
 
