@@ -1,6 +1,7 @@
 """Fault scenarios on a real multi-node Ray cluster, one scenario per process.
 
-Usage: python tests/cluster_scenarios.py {spread,node_loss,storage,measure} WORKDIR [DATA]
+Usage: python tests/cluster_scenarios.py SCENARIO WORKDIR [DATA]
+(SCENARIO: spread, node_loss, storage, autoscale or measure)
 
 Each scenario starts a ``ray.cluster_utils.Cluster`` on this machine (a head without CPUs, as on
 AWS, and two worker nodes that declare one GPU each: the scheduler honours the declared GPUs
@@ -481,6 +482,157 @@ def _fill_storage_then_resume(workdir: Path, store: Path, data: Path | None) -> 
     return verdict
 
 
+# Autoscaling with Ray's fake multi-node provider: cluster.yaml's GPU worker type, on one machine.
+IDLE_TIMEOUT_MIN = 0.1  # idle_timeout_minutes of the simulated cluster: 6 s
+
+
+class NodeWatch(threading.Thread):
+    """Samples every POLL_S seconds: when each Ray node was first seen alive and when it was
+    last seen alive, and the trials' placement groups on each node (most at once, bundles)."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.done = threading.Event()
+        self.alive_from: dict[str, float] = {}
+        self.alive_until: dict[str, float] = {}
+        self.gpus: dict[str, float] = {}  # node -> the GPUs it declares
+        self.groups_per_node: dict[str, int] = {}
+        self.first_group: dict[str, float] = {}  # node -> when a trial's group was first on it
+        self.last_group: dict[str, float] = {}  # ... and last
+        self.bundles: set[str] = set()
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            with contextlib.suppress(Exception):  # a node that goes away mid-sample
+                self.sample()
+            self.done.wait(POLL_S)
+
+    def stop(self) -> None:
+        self.done.set()
+        self.join()
+
+    def sample(self) -> None:
+        import ray
+
+        now = time.time()
+        for n in ray.nodes():
+            if n["Alive"]:
+                self.alive_from.setdefault(n["NodeID"], now)
+                self.alive_until[n["NodeID"]] = now
+                self.gpus[n["NodeID"]] = n["Resources"].get("GPU", 0)
+        per_node: dict[str, int] = {}
+        for pg in ray.util.placement_group_table().values():
+            if pg["state"] == "CREATED":
+                node = pg["bundles_to_node_id"][0]
+                per_node[node] = per_node.get(node, 0) + 1
+                self.first_group.setdefault(node, now)
+                self.last_group[node] = now
+                self.bundles.add(json.dumps(pg["bundles"][0], sort_keys=True))
+        for node, count in per_node.items():
+            self.groups_per_node[node] = max(self.groups_per_node.get(node, 0), count)
+
+    def alive(self) -> list[str]:
+        """The nodes seen alive in the last sample's second."""
+        last = max(self.alive_until.values(), default=0)
+        return [n for n, t in self.alive_until.items() if t >= last - 1]
+
+
+def autoscale(workdir: Path, data: Path | None) -> dict[str, Any]:
+    """cluster.yaml's shape on Ray's fake multi-node provider: a head without CPUs and a GPU
+    worker type (1 GPU, 2 CPUs a node) kept at min_workers 1, up to 2. Four trials at half a GPU
+    each fill the first node twice over; the autoscaler adds the second node for the two that
+    wait; once the study is over, the idle node goes after idle_timeout_minutes and the
+    minimum stays.
+
+    The head is started here as ``ray.cluster_utils.AutoscalingCluster`` would (its template,
+    fake_multi_node/example.yaml, is missing from Ray 2.60's wheel), and the cluster is stopped
+    with ``ray stop --force``, which stops every Ray on the machine: run this scenario only where
+    it has a PID namespace of its own (tests/test_autoscaling.py starts it inside one).
+    """
+    import ray
+
+    if b"netns_hosts.py" not in Path("/proc/1/cmdline").read_bytes():
+        raise SystemExit("autoscale stops every Ray it can see: run it in a host of "
+                         "tests/netns_hosts.py (tests/test_autoscaling.py does)")
+    data = data_folder(workdir, data, n_train=200)
+    # The fake provider's options as in Ray's fake_multi_node/example.yaml: node ids serve as
+    # addresses and nodes start as processes of the autoscaler, without updaters or SSH.
+    config = {
+        "cluster_name": "fake_multinode", "max_workers": 2,
+        "provider": {"type": "fake_multinode", "use_node_id_as_ip": True,
+                     "disable_node_updaters": True, "disable_launch_config_check": True},
+        "available_node_types": {
+            # The fake provider names its head's type so; any other name makes it start heads.
+            "ray.head.default": {"resources": {"CPU": 0}, "node_config": {}, "max_workers": 0},
+            # cluster.yaml's gpu_worker, scaled down: one GPU, min_workers 1.
+            "gpu_worker": {"resources": {"CPU": 2, "GPU": 1}, "node_config": {},
+                           "min_workers": 1, "max_workers": 2}},
+        "head_node_type": "ray.head.default", "auth": {}, "upscaling_speed": 1.0,
+        "idle_timeout_minutes": IDLE_TIMEOUT_MIN, "docker": {},
+        **{key: [] for key in ("initialization_commands", "setup_commands",
+                               "head_setup_commands", "worker_setup_commands",
+                               "head_start_ray_commands", "worker_start_ray_commands",
+                               "cluster_synced_files", "rsync_exclude", "rsync_filter")},
+        "file_mounts": {}, "file_mounts_sync_continuously": False,
+    }
+    config_file = workdir / "autoscaling.json"
+    config_file.write_text(json.dumps(config))
+    # The autoscaler's round every second (Ray's default is 5 s), as AutoscalingCluster does.
+    env = {**os.environ, "RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1"}
+    t0 = time.time()
+    subprocess.run(["ray", "start", "--head", f"--autoscaling-config={config_file}",
+                    "--num-cpus=0", "--include-dashboard=false"], env=env, check=True,
+                   capture_output=True)
+    try:
+        ray.init(address="auto", include_dashboard=False, log_to_driver=False,
+                 logging_level="ERROR")
+        watch = NodeWatch()
+        watch.start()
+        wait_for(lambda: sum(1 for n in watch.alive() if watch.gpus.get(n)) >= 1, timeout=120)
+        minimum_up = time.time()
+        before = set(watch.alive())
+        add_space("autoscale", {"seed": (0, 1, 2, 3)},
+                  {"model": "small_cnn", "epochs": 6, "image_size": 16, "batch_size": 8})
+        run = run_study(["--space", "autoscale", "--data", str(data),
+                         "--storage", str(workdir / "studies"), "--name", "autoscale",
+                         "--address", "auto", "--cpus-per-trial", "0.5",
+                         "--gpus-per-trial", "0.5", "--max-failures", "1", "--quiet"])
+        study_end = time.time()
+        gpu_nodes = lambda: [n for n in watch.alive() if watch.gpus.get(n)]  # noqa: E731
+        peak = len(watch.gpus) - 1  # every node ever seen but the head
+        # Idle, the extra node goes (whichever of the two the autoscaler picks); the minimum
+        # stays.
+        wait_for(lambda: len(gpu_nodes()) == 1, timeout=90)
+        watch.stop()
+        gone = [n for n in watch.gpus if watch.gpus[n] and n not in watch.alive()]
+        trials = {name: {"nodes": sorted({r["ray_node_id"] for r in log["rows"]}),
+                         "epochs": [r["epoch"] for r in log["rows"]]}
+                  for name, log in tune_logs(workdir / "studies" / "autoscale").items()}
+        added = [n for n in watch.alive_from if n not in before]
+        new = added[0] if added else None
+        verdict = {
+            **run, "cluster_start_s": minimum_up - t0, "before": sorted(before),
+            "added": added, "gpus": watch.gpus, "peak_gpu_nodes": peak, "trials": trials,
+            "groups_at_once_per_node": watch.groups_per_node,
+            "bundles": sorted(watch.bundles),
+            "left_after": watch.alive(),
+            "study_start_to_new_node_s": watch.alive_from[new] - minimum_up if new else None,
+            "new_node_to_first_trial_s": (watch.first_group[new] - watch.alive_from[new]
+                                          if new in watch.first_group else None),
+            "released": gone,
+            # From the end of the released node's last trial to its last sighting alive.
+            "idle_to_released_s": (watch.alive_until[gone[0]] + POLL_S
+                                   - watch.last_group[gone[0]] if gone else None),
+            "study_end_to_released_s": (watch.alive_until[gone[0]] + POLL_S - study_end
+                                        if gone else None),
+            "idle_timeout_s": IDLE_TIMEOUT_MIN * 60,
+        }
+    finally:
+        ray.shutdown()
+        subprocess.run(["ray", "stop", "--force"], env=env, capture_output=True)
+    return verdict
+
+
 # ---------------------------------------------------------------------------------------------
 # Measurements for docs/scaling.md (run by hand; nothing is asserted)
 
@@ -619,6 +771,7 @@ SCENARIOS: dict[str, Callable[[Path, Path | None], dict[str, Any]]] = {
     "node_loss": node_loss,
     "storage": storage,
     "measure": measure,
+    "autoscale": autoscale,
 }
 
 

@@ -287,6 +287,48 @@ def test_local_provider_config_uses_only_what_it_supports() -> None:
     assert "available_node_types" not in config and "head_node_type" not in config
 
 
+def test_local_head_runs_the_v1_autoscaler() -> None:
+    """`ray up` exports RAY_enable_autoscaler_v2=1 before the head's start commands (Ray 2.50+);
+    with the local provider, v2 takes the head's node for a worker and never launches the last
+    worker host (tests/test_launcher.py found it). The head's own setting must win."""
+    from ray.autoscaler._private.util import with_envs
+
+    starts = [c for c in load(LOCAL)["head_start_ray_commands"] if "ray start" in c]
+    assert len(starts) == 1
+    assert re.search(r"\bRAY_enable_autoscaler_v2=0 (?:\S+=\S+ )*ray start --head", starts[0])
+    # What the head's shell runs: an assignment in front of the command beats the export.
+    exported = with_envs(starts, {"RAY_enable_autoscaler_v2": "1"})[0]
+    assert exported.index("RAY_enable_autoscaler_v2=1") < exported.index(
+        "RAY_enable_autoscaler_v2=0")
+
+
+def test_local_workers_stop_ray_once_the_head_is_gone() -> None:
+    """`ray down` with the local provider stops the head only: each worker starts a watcher that
+    runs `ray stop` there when the head's GCS stops answering, detached from the SSH session."""
+    commands = load(LOCAL)["worker_start_ray_commands"]
+    start = next(i for i, c in enumerate(commands) if "ray start" in c)
+    watchers = [c for c in commands[start + 1:] if "ray stop" in c]
+    assert len(watchers) == 1, commands
+    watcher = watchers[0]
+    assert watcher.startswith("setsid -f nohup ") and "</dev/null >/dev/null 2>&1" in watcher
+    assert "/dev/tcp/$RAY_HEAD_IP/6379" in watcher and "timeout " in watcher
+    assert re.search(r"while \[ \"\$failed\" -lt \d+ \]", watcher)  # it gives up and exits
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_every_shell_command_parses(path: Path) -> None:
+    """The launcher hands each command to bash on the node: a quoting slip in the YAML would
+    only show there, in the middle of `ray up`."""
+    import subprocess
+
+    config = prepared(path)
+    keys = ("initialization_commands", "setup_commands", "head_setup_commands",
+            "worker_setup_commands", "head_start_ray_commands", "worker_start_ray_commands")
+    for command in (c for key in keys for c in config.get(key, [])):
+        done = subprocess.run(["bash", "-n", "-c", command], capture_output=True, text=True)
+        assert done.returncode == 0, f"{path.name}: {command}\n{done.stderr}"
+
+
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_placeholders_are_marked(path: Path) -> None:
     for number, line in enumerate(path.read_text().splitlines(), 1):
