@@ -17,6 +17,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 K8S = REPO / "k8s"
 MANIFESTS = sorted(K8S.glob("*.yaml"))
+DOC = REPO / "docs" / "cluster.md"
 API = yaml.safe_load((REPO / "tests" / "data" / "kuberay_v1_fields.yaml").read_text())
 
 
@@ -93,6 +94,9 @@ def test_the_field_check_catches_a_misspelt_field() -> None:
 @pytest.mark.parametrize("name,spec", cluster_specs(), ids=[n for n, _ in cluster_specs()])
 def test_token_authentication_and_no_public_dashboard(name: str, spec: dict[str, Any]) -> None:
     assert spec["authOptions"]["mode"] == "token", name
+    # The Secret docs/cluster.md has the user create: a token they can read, one for both files.
+    assert spec["authOptions"]["secretName"] == "cifake-ray-token", name
+    assert "kubectl create secret generic cifake-ray-token" in DOC.read_text()
     head = spec["headGroupSpec"]
     assert head["serviceType"] == "ClusterIP" and head.get("enableIngress") is False, name
     containers = [c for group in [head, *spec["workerGroupSpecs"]]
