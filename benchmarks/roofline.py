@@ -14,11 +14,11 @@ zeros runs faster than one of real data.
 from __future__ import annotations
 
 import statistics
-import time
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from common import median_seconds
 from torch import nn
 
 
@@ -26,22 +26,18 @@ def device_seconds(fn: Callable[[], object], device: torch.device, repeats: int 
                    warmup: int = 2) -> float:
     """Median seconds of ``fn()`` on ``device``: CUDA events around each call on a GPU, the
     host clock (after the call returns) elsewhere."""
+    if device.type != "cuda":
+        return median_seconds(fn, repeats, warmup)[0]
     for _ in range(warmup):
         fn()
     times = []
-    cuda = device.type == "cuda"
     for _ in range(repeats):
-        if cuda:
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end) / 1e3)
-        else:
-            t = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t)
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / 1e3)
     return statistics.median(times)
 
 
