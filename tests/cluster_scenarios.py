@@ -36,6 +36,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from helpers import poll
+
 REPO = Path(__file__).resolve().parents[1]
 TRIAL_ACTOR = "ImplicitFunc"  # the class of the actor Tune runs a function trainable in
 GPU_WARNING = "was given a GPU"  # from trainables.tune_adapter.trial_device
@@ -105,15 +107,6 @@ def run_study(argv: list[str]) -> dict[str, Any]:
     sys.stderr.write(err.getvalue())
     return {"code": code, "stdout": out.getvalue()[-4000:], "stderr": err.getvalue()[-4000:],
             "wall_seconds": time.perf_counter() - t0}
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 300) -> bool:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if condition():
-            return True
-        time.sleep(POLL_S / 4)
-    return False
 
 
 # ---------------------------------------------------------------------------------------------
@@ -365,8 +358,8 @@ def node_loss(workdir: Path, data: Path | None) -> dict[str, Any]:
         # A checkpoint on disk is Tune's only once the driver has taken the result that carries
         # it, and a trial writes its next checkpoint only after that hand-over: two checkpoints
         # per trial mean each has one to restart from.
-        if not wait_for(lambda: len(c := checkpoints(study)) == 2
-                        and all(len(v) >= 2 for v in c.values())):
+        if not poll(lambda: len(c := checkpoints(study)) == 2
+                    and all(len(v) >= 2 for v in c.values()), 300, POLL_S / 4):
             return
         workers = {n.node_id: n for n in cluster.worker_nodes}
         # Busy: running a trial that has epochs left (a reused actor may be alive and idle,
@@ -436,8 +429,8 @@ def _fill_storage_then_resume(workdir: Path, store: Path, data: Path | None) -> 
 
     def fill() -> None:
         # As in node_loss: a trial's second checkpoint means its first is registered.
-        if not wait_for(lambda: len(c := checkpoints(study)) == 2
-                        and all(len(v) >= 2 for v in c.values())):
+        if not poll(lambda: len(c := checkpoints(study)) == 2
+                    and all(len(v) >= 2 for v in c.values()), 300, POLL_S / 4):
             return
         filled.update(checkpoints=checkpoints(study), at=time.time())
         with open(ballast, "wb") as f:
@@ -588,7 +581,7 @@ def autoscale(workdir: Path, data: Path | None) -> dict[str, Any]:
                  logging_level="ERROR")
         watch = NodeWatch()
         watch.start()
-        wait_for(lambda: sum(1 for n in watch.alive() if watch.gpus.get(n)) >= 1, timeout=120)
+        poll(lambda: sum(1 for n in watch.alive() if watch.gpus.get(n)) >= 1, 120, POLL_S / 4)
         minimum_up = time.time()
         before = set(watch.alive())
         add_space("autoscale", {"seed": (0, 1, 2, 3)},
@@ -602,7 +595,7 @@ def autoscale(workdir: Path, data: Path | None) -> dict[str, Any]:
         peak = len(watch.gpus) - 1  # every node ever seen but the head
         # Idle, the extra node goes (whichever of the two the autoscaler picks); the minimum
         # stays.
-        wait_for(lambda: len(gpu_nodes()) == 1, timeout=90)
+        poll(lambda: len(gpu_nodes()) == 1, 90, POLL_S / 4)
         watch.stop()
         gone = [n for n in watch.gpus if watch.gpus[n] and n not in watch.alive()]
         trials = {name: {"nodes": sorted({r["ray_node_id"] for r in log["rows"]}),

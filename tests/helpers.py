@@ -6,8 +6,10 @@ the import path, as it does for ``conftest.py``); fixtures stay in ``conftest.py
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -19,6 +21,20 @@ if TYPE_CHECKING:
 REPO = Path(__file__).resolve().parents[1]
 # The real CIFAKE training split, where a checkout has one beside it (the project ships none).
 CIFAKE_ZIP = REPO.parent / "shared" / "data" / "cifake-train.zip"
+
+
+
+def poll(condition: Callable[[], Any], timeout: float, every: float) -> Any:
+    """The first true value ``condition()`` gives, asked every ``every`` seconds; None once
+    ``timeout`` seconds have passed without one."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(every)
+    return None
+
 
 IDS = [f"test/{c}/{i}.png" for c in ("REAL", "FAKE") for i in range(4)]
 LABELS = [0] * 4 + [1] * 4

@@ -38,6 +38,7 @@ from typing import Any
 
 import pytest
 import yaml
+from helpers import poll
 from netns_hosts import Hosts, missing_tools
 
 import results
@@ -163,13 +164,10 @@ def client_env(**extra: str) -> dict[str, str]:
 
 def wait_until(condition: Callable[[], Any], timeout: float, what: str,
                every: float = POLL_S) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+    value = poll(condition, timeout, every)
+    if not value:
+        raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+    return value
 
 
 def ray_processes(hosts: Hosts, name: str) -> list[str]:
