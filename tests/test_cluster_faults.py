@@ -190,7 +190,12 @@ def test_storage_that_fills_stops_the_study_and_the_printed_resume_finishes_it(
     # from before any trial was marked ERROR: they are unfinished, so a resume runs them.
     assert first["rescued"] and first["rescued"] in first["stderr"]
     assert first["rescued_state"] and "unreadable" not in first["rescued_state"]
-    assert {s["status"] for s in first["rescued_state"].values()} <= {"RUNNING", "PENDING"}
+    # A trial that started seconds before the other (its worker was up first) may have trained
+    # through its six epochs before the storage filled: that one is kept as finished.
+    state = first["rescued_state"]
+    cut = {t for t, s in state.items() if s["status"] != "TERMINATED"}
+    assert cut, f"every trial finished before the storage filled: {state}"
+    assert {state[t]["status"] for t in cut} <= {"RUNNING", "PENDING"}
     resumed = verdict["resume"]
     assert resumed["command"] and resumed["code"] == 0, resumed.get("stderr")
     assert "restored the experiment state" in resumed["stdout"]
@@ -198,7 +203,10 @@ def test_storage_that_fills_stops_the_study_and_the_printed_resume_finishes_it(
     tables = results.load(tmp_path / "studies" / "full")
     trials, epochs = tables["trials"], tables["epochs"]
     assert len(trials) == 2 and (trials["status"] == "TERMINATED").all()
-    assert (trials["epochs_run"] == 6).all() and (trials["restarts"] >= 1).all()
+    assert (trials["epochs_run"] == 6).all()
+    # The cut trials ran again from their checkpoints; a finished one was not run again.
+    restarts = trials.set_index("trial_id")["restarts"]
+    assert (restarts[sorted(cut)] >= 1).all() and (restarts.drop(sorted(cut)) == 0).all()
     assert not epochs.duplicated(["trial_id", "epoch"]).any() and len(epochs) == 12
 
 
